@@ -1,0 +1,146 @@
+"""Officers: which grid is this place in, who is responsible, what lies in it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+
+from geo_service.api.deps import BBoxDep, PointDep, SettingsDep, SnapshotDep
+from geo_service.api.errors import bad_request, not_found
+from geo_service.api.geojson import collection, feature, geometries_json
+from geo_service.api.models import (
+    BulkLocateRequest,
+    BulkLocateResponse,
+    Feature,
+    FeatureCollection,
+    LocateResponse,
+)
+from geo_service.api.responses import GeoJSONResponse, JSONResponse
+from geo_service.bulk import BulkInputError, parse_points
+from geo_service.snapshot import Snapshot
+
+router = APIRouter(prefix="/api/v1/grids", tags=["grids (officers)"])
+
+GRID_CODE = Path(description="15-digit grid code", examples=["370705001001001"])
+
+
+def grid_feature(snap: Snapshot, i: int) -> dict[str, Any]:
+    props = dict(snap.grids.properties[i])
+    counts = snap.counts_per_grid
+    props["counts"] = {layer.value: int(c[i]) for layer, c in counts.items()}
+    geom = geometries_json(snap.grids.frame.geometry.to_numpy()[[i]])[0]
+    return feature(props["code"], geom, props)
+
+
+@router.get("/locate", response_model=LocateResponse, summary="The grid containing a point")
+async def locate(point: PointDep, snap: SnapshotDep) -> JSONResponse:
+    """Which grid is this place in, and who is responsible? A point on a shared edge belongs to
+    the grid with the smallest code. When no grid contains the point, ``nearest`` says which grid
+    is nearest and how far its edge is (geodesic metres)."""
+    grids = snap.grids
+    i = int(grids.index.locate(point.wgs_lon, point.wgs_lat)[0])
+    nearest = None
+    if i < 0 and len(grids):
+        j, d = grids.index.nearest(point.wgs_lon, point.wgs_lat)
+        if j[0] >= 0:
+            nearest = {"grid": grids.properties[int(j[0])], "distance_m": round(float(d[0]), 1)}
+    body = {
+        "point": point.echo(),
+        "grid": grids.properties[i] if i >= 0 else None,
+        "nearest": nearest,
+    }
+    return JSONResponse(body)
+
+
+@router.post(
+    "/locate",
+    response_model=BulkLocateResponse,
+    summary="Grid codes for many points at once",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": BulkLocateRequest.model_json_schema(),
+                    "example": {"points": [[119.16, 36.71], [119.1, 36.7]], "crs": "wgs84"},
+                }
+            },
+        }
+    },
+)
+async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep) -> JSONResponse:
+    """``{"points": [[lon, lat], ...], "crs": "wgs84"}`` → ``{"codes": [...]}`` in input order
+    (null where no grid contains the point). Parsed with orjson and located in one vectorised
+    pass, so a request may carry hundreds of thousands of points."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON: {exc}", "body") from None
+    try:
+        lon, lat = parse_points(body, max_points=settings.max_bulk_points)
+    except BulkInputError as exc:
+        raise bad_request(exc.message, exc.field) from None
+    idx = snap.grids.index.locate(lon, lat)
+    codes = np.append(snap.grids.codes, None)[idx]  # -1 picks the trailing None
+    return JSONResponse({"codes": codes.tolist(), "located": int((idx >= 0).sum())})
+
+
+@router.get(
+    "",
+    response_model=FeatureCollection,
+    response_class=GeoJSONResponse,
+    summary="Grids in a box or administrative unit, paged",
+)
+async def list_grids(
+    request: Request,
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    bbox: BBoxDep,
+    district: Annotated[str | None, Query(description="6-digit district code")] = None,
+    street: Annotated[str | None, Query(description="9-digit street code")] = None,
+    community: Annotated[str | None, Query(description="12-digit community code")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> GeoJSONResponse:
+    limit = settings.page_limit_default if limit is None else limit
+    if limit > settings.page_limit_max:
+        raise bad_request(f"at most {settings.page_limit_max}", "limit")
+    frame = snap.grids.frame
+    mask = np.ones(len(frame), dtype=bool)
+    if bbox is not None:
+        inbox = np.zeros(len(frame), dtype=bool)
+        inbox[snap.grids.index.bbox(*bbox)] = True
+        mask &= inbox
+    for value, column in ((district, "district_code"), (street, "street_code"),
+                          (community, "community_code")):
+        if value:
+            col = frame[column].to_numpy()
+            if not (col == value).any():
+                raise not_found(f"unknown {column.removesuffix('_code')} code {value!r}")
+            mask &= col == value
+    hits = np.flatnonzero(mask)
+    page = hits[offset : offset + limit]
+    geoms = geometries_json(frame.geometry.to_numpy()[page])
+    props = snap.grids.properties
+    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(page, geoms, strict=True)]
+    return GeoJSONResponse(collection(feats, len(hits), request.url, offset, limit))
+
+
+@router.get(
+    "/{code}",
+    response_model=Feature,
+    response_class=GeoJSONResponse,
+    summary="One grid as a GeoJSON Feature",
+)
+async def get_grid(code: Annotated[str, GRID_CODE], snap: SnapshotDep) -> GeoJSONResponse:
+    """Geometry, GRID properties, and counts of stalls and vendor clusters inside."""
+    if not (len(code) == 15 and code.isdigit()):
+        raise bad_request(f"a grid code is 15 digits, got {code!r}", "code")
+    i = snap.grids.position.get(code)
+    if i is None:
+        raise not_found(f"unknown grid code {code!r}")
+    return GeoJSONResponse(grid_feature(snap, i))

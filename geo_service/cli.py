@@ -1,0 +1,193 @@
+"""Command line: serve, locate, import, validate, synth (and more from other modules)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from geo_service.crs import PointCRS, to_wgs84
+from geo_service.dataset import layer_path, load_dataset
+from geo_service.layers import LayerFileError, load_layer
+from geo_service.schema import LayerName
+from geo_service.settings import Settings
+
+app = typer.Typer(help="geo_service: grids, repair stalls and vendor clusters for city management.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+) -> None:
+    """Run the HTTP service on the configured dataset."""
+    import uvicorn
+
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    console.print(f"geo_service on [bold]http://{host}:{port}[/] "
+                  f"(docs: http://{host}:{port}/docs, data: {settings.data_dir})")
+    uvicorn.run("geo_service.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers, log_level="info")
+
+
+@app.command()
+def locate(
+    lon: Annotated[float, typer.Argument(help="Longitude")],
+    lat: Annotated[float, typer.Argument(help="Latitude")],
+    crs: Annotated[PointCRS, typer.Option(help="CRS of the point")] = PointCRS.wgs84,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Which grid contains a point, and who is responsible for it."""
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        err.print("[red]lon must be within ±180 and lat within ±90[/]")
+        raise typer.Exit(2)
+    settings = Settings()
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    x, y = to_wgs84(lon, lat, crs)
+    i = int(snap.grids.index.locate(x, y)[0])
+    if i >= 0:
+        grid = snap.grids.properties[i]
+        result = {"grid": grid, "nearest": None}
+    else:
+        j, d = snap.grids.index.nearest(x, y)
+        grid = snap.grids.properties[int(j[0])]
+        result = {"grid": None, "nearest": {"grid": grid, "distance_m": round(float(d[0]), 1)}}
+    if as_json:
+        console.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    if i < 0:
+        console.print(f"No grid contains this point; nearest is {grid['code']} "
+                      f"{grid['name']}, {result['nearest']['distance_m']} m away.")  # type: ignore[index]
+        raise typer.Exit(1)
+    table = Table(show_header=False)
+    table.add_row("网格 grid", f"{grid['code']} {grid['name']}")
+    table.add_row("社区 community", f"{grid['community']['code']} {grid['community']['name']}")
+    table.add_row("街道 street", f"{grid['street']['code']} {grid['street']['name']}")
+    table.add_row("区 district", f"{grid['district']['code']} {grid['district']['name']}")
+    table.add_row("网格员 officer", f"{grid['officer']['name']} {grid['officer']['phone']}")
+    table.add_row("面积 area", f"{grid['area_m2']:,.0f} m²")
+    table.add_row("人口 population", str(grid["population"]))
+    console.print(table)
+
+
+def _print_problems(report_problems: list, limit: int = 50) -> None:  # type: ignore[type-arg]
+    for p in report_problems[:limit]:
+        colour = "yellow" if p.action != "rejected" else "red"
+        err.print(f"[{colour}]{p}[/]")
+    if len(report_problems) > limit:
+        err.print(f"... and {len(report_problems) - limit} more (use --json for all)")
+
+
+@app.command(name="validate")
+def validate_cmd(
+    file: Annotated[Path, typer.Argument(help="Grid file (GeoJSON, GeoPackage, Shapefile, CSV)")],
+    layer: Annotated[LayerName, typer.Option(help="Which layer the file holds")] = LayerName.grids,
+    crs: Annotated[str | None, typer.Option(help="CRS of the file if it does not say")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON")] = False,
+) -> None:
+    """Check a layer file: rows, geometry, duplicates, and for grids the topology
+    (overlaps with their area, gaps, codes that do not nest, grids outside their community).
+    Exits 1 when there are errors."""
+    from geo_service.topology import check_grids
+
+    try:
+        frame, load = load_layer(file, layer, crs=crs)
+    except LayerFileError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if layer is LayerName.grids:
+        with console.status("checking topology..."):
+            report = check_grids(frame, load)
+        body = report.to_dict()
+        errors = report.error_count
+    else:
+        body = {"ok": load.ok, "errors": len(load.rejected), "rows": load.to_dict()}
+        errors = len(load.rejected)
+    if as_json:
+        sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
+    else:
+        console.print(f"{file}: {load.rows_read} rows read, {load.rows_loaded} valid")
+        _print_problems(load.problems)
+        if layer is LayerName.grids:
+            for key in ("overlaps", "gaps", "hierarchy", "detached"):
+                items = body[key]
+                colour = "red" if items else "green"
+                console.print(f"[{colour}]{key}: {len(items)}[/]")
+                for item in items[:20]:
+                    console.print(f"  {item}")
+        console.print("[green]OK[/]" if errors == 0 else f"[red]{errors} errors[/]")
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command(name="import")
+def import_cmd(
+    layer: Annotated[LayerName, typer.Argument(help="grids, stalls or vendor_clusters")],
+    file: Annotated[Path, typer.Argument(help="Any file pyogrio reads, or CSV with lon/lat")],
+    crs: Annotated[str | None, typer.Option(help="wgs84, cgcs2000, gcj02, bd09 or EPSG:xxxx")] = None,
+    force: Annotated[bool, typer.Option(help="Import the valid rows even if some are rejected")] = False,
+) -> None:
+    """Validate a file and replace a layer of the embedded dataset with it (atomically)."""
+    from geo_service.topology import check_grids
+
+    settings = Settings()
+    try:
+        frame, load = load_layer(file, layer, crs=crs)
+    except LayerFileError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    _print_problems(load.problems)
+    errors = len(load.rejected)
+    if layer is LayerName.grids:
+        topo = check_grids(frame, load)
+        errors = topo.error_count
+        for key in ("overlaps", "gaps", "hierarchy", "detached"):
+            for item in getattr(topo, key)[:20]:
+                err.print(f"[red]{key}: {item}[/]")
+    if errors and not force:
+        err.print(f"[red]{errors} errors: nothing imported (fix them, or --force to import the "
+                  f"{load.rows_loaded} valid rows)[/]")
+        raise typer.Exit(1)
+    target = layer_path(settings.data_dir, layer)
+    tmp = target.with_suffix(".geojson.tmp")
+    import pyogrio
+
+    pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", COORDINATE_PRECISION=7)
+    shutil.move(tmp, target)
+    console.print(f"[green]imported {load.rows_loaded} of {load.rows_read} rows into {target}[/]")
+
+
+@app.command()
+def synth(
+    grids: Annotated[int, typer.Option("--grids", min=1, max=1_000_000, help="Number of grids")],
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("bench/out/city"),
+    stalls: Annotated[int | None, typer.Option(help="Stalls (default grids/100)")] = None,
+    clusters: Annotated[int | None, typer.Option(help="Vendor clusters (default grids/100)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a synthetic city of N grids plus stalls and vendor clusters, for benchmarks."""
+    from geo_service.synth import write_city
+
+    n_stalls = stalls if stalls is not None else max(grids // 100, 10)
+    n_clusters = clusters if clusters is not None else max(grids // 100, 10)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"synthesising {grids:,} grids", total=5)
+        counts = write_city(out, grids, n_stalls, n_clusters, seed,
+                            progress=lambda n: progress.advance(task, n))
+    console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,129 @@
+"""Topology checks a GIS clerk must be told about: grids must tile the managed area exactly.
+
+Grids may not overlap, may not leave holes inside the area, and must sit inside the community,
+street and district their codes name (codes nest, and a community's grids form one piece).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from geo_service.crs import MetricProjection
+from geo_service.layers import LoadReport
+
+MIN_AREA_M2 = 0.01  # below this, overlaps and gaps are floating-point noise
+
+
+@dataclass
+class TopologyReport:
+    load: LoadReport
+    overlaps: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    hierarchy: list[dict[str, Any]] = field(default_factory=list)
+    detached: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        return (
+            len(self.load.rejected)
+            + len(self.overlaps)
+            + len(self.gaps)
+            + len(self.hierarchy)
+            + len(self.detached)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": self.error_count,
+            "rows": self.load.to_dict(),
+            "overlaps": self.overlaps,
+            "gaps": self.gaps,
+            "hierarchy": self.hierarchy,
+            "detached": self.detached,
+        }
+
+
+def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
+    """Overlaps (with area), gaps (holes in the union), codes that do not nest, detached grids."""
+    report = TopologyReport(load=load)
+    if len(grids) == 0:
+        return report
+    proj = MetricProjection.for_bounds(tuple(float(b) for b in grids.total_bounds))  # type: ignore[arg-type]
+    metric = proj.project(grids.geometry.to_numpy())
+    codes = grids["code"].to_numpy(dtype=object)
+
+    tree = shapely.STRtree(metric)
+    a, b = tree.query(metric, predicate="overlaps")
+    keep = a < b
+    a, b = a[keep], b[keep]
+    inter = shapely.intersection(metric[a], metric[b])
+    area = shapely.area(inter)
+    for i, j, ar, g in zip(a, b, area, inter, strict=True):
+        if ar > MIN_AREA_M2:
+            c = shapely.centroid(g)
+            lon, lat = proj.inverse(shapely.get_x(c), shapely.get_y(c))
+            report.overlaps.append(
+                {"codes": [codes[i], codes[j]], "area_m2": round(float(ar), 2),
+                 "at": [round(float(lon), 6), round(float(lat), 6)]}
+            )
+    # Containment too: a grid lying wholly inside another is an overlap "overlaps" misses.
+    a, b = tree.query(metric, predicate="contains")
+    for i, j in zip(a, b, strict=True):
+        if i != j:
+            report.overlaps.append(
+                {"codes": [codes[i], codes[j]], "area_m2": round(float(shapely.area(metric[j])), 2),
+                 "at": None, "note": f"{codes[j]} lies inside {codes[i]}"}
+            )
+
+    union = shapely.coverage_union_all(metric) if not report.overlaps else shapely.union_all(metric)
+    for poly in shapely.get_parts(union):
+        for ring in shapely.get_interior_ring(poly, range(shapely.get_num_interior_rings(poly))):
+            hole = shapely.Polygon(ring)
+            ar = float(shapely.area(hole))
+            if ar > MIN_AREA_M2:
+                c = shapely.point_on_surface(hole)
+                lon, lat = proj.inverse(shapely.get_x(c), shapely.get_y(c))
+                report.gaps.append(
+                    {"area_m2": round(ar, 2), "at": [round(float(lon), 6), round(float(lat), 6)]}
+                )
+
+    cc = grids["community_code"].astype(str).to_numpy()
+    sc = grids["street_code"].astype(str).to_numpy()
+    dc = grids["district_code"].astype(str).to_numpy()
+    code_s = codes.astype(str)
+    bad = (
+        (np.char.ljust(code_s, 12).astype("<U12") != cc)
+        | (cc.astype("<U9") != sc)
+        | (sc.astype("<U6") != dc)
+    )
+    for i in np.flatnonzero(bad):
+        report.hierarchy.append(
+            {"code": codes[i], "message": f"code {codes[i]} does not nest in community {cc[i]}, "
+             f"street {sc[i]}, district {dc[i]}"}
+        )
+
+    # A grid that touches no other grid of its community lies outside it.
+    groups = grids.groupby("community_code").indices
+    for community, members in groups.items():
+        if len(members) < 2:
+            continue
+        geoms = metric[members]
+        t = shapely.STRtree(geoms)
+        x, y = t.query(geoms, predicate="intersects")
+        touching = np.bincount(x[x != y], minlength=len(members))
+        for k in np.flatnonzero(touching == 0):
+            report.detached.append(
+                {"code": codes[members[k]],
+                 "message": f"touches no other grid of community {community}"}
+            )
+    return report
