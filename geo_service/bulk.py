@@ -49,9 +49,7 @@ def parse_pairs(
     try:
         arr = np.array(points, dtype=np.float64)
     except (ValueError, TypeError):
-        bad = next(
-            (i for i, p in enumerate(points) if not _is_pair(p)), None
-        )
+        bad = next((i for i, p in enumerate(points) if not _is_pair(p)), None)
         raise BulkInputError(
             f"item {bad} is not a [lon, lat] pair of numbers: {points[bad]!r}"
             if bad is not None

@@ -19,8 +19,11 @@ from geo_service.layers import LayerFileError, load_layer
 from geo_service.schema import LayerName
 from geo_service.settings import Settings
 
-app = typer.Typer(help="geo_service: grids, repair stalls and vendor clusters for city management.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="geo_service: grids, repair stalls and vendor clusters for city management.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -37,10 +40,18 @@ def serve(
     settings = Settings()
     host = host or settings.host
     port = port or settings.port
-    console.print(f"geo_service on [bold]http://{host}:{port}[/] "
-                  f"(docs: http://{host}:{port}/docs, data: {settings.data_dir})")
-    uvicorn.run("geo_service.api.app:create_app", factory=True, host=host, port=port,
-                workers=workers, log_level="info")
+    console.print(
+        f"geo_service on [bold]http://{host}:{port}[/] "
+        f"(docs: http://{host}:{port}/docs, data: {settings.data_dir})"
+    )
+    uvicorn.run(
+        "geo_service.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -69,8 +80,10 @@ def locate(
         console.print_json(json.dumps(result, ensure_ascii=False))
         return
     if i < 0:
-        console.print(f"No grid contains this point; nearest is {grid['code']} "
-                      f"{grid['name']}, {result['nearest']['distance_m']} m away.")  # type: ignore[index]
+        console.print(
+            f"No grid contains this point; nearest is {grid['code']} "
+            f"{grid['name']}, {result['nearest']['distance_m']} m away."
+        )  # type: ignore[index]
         raise typer.Exit(1)
     table = Table(show_header=False)
     table.add_row("网格 grid", f"{grid['code']} {grid['name']}")
@@ -136,8 +149,12 @@ def validate_cmd(
 def import_cmd(
     layer: Annotated[LayerName, typer.Argument(help="grids, stalls or vendor_clusters")],
     file: Annotated[Path, typer.Argument(help="Any file pyogrio reads, or CSV with lon/lat")],
-    crs: Annotated[str | None, typer.Option(help="wgs84, cgcs2000, gcj02, bd09 or EPSG:xxxx")] = None,
-    force: Annotated[bool, typer.Option(help="Import the valid rows even if some are rejected")] = False,
+    crs: Annotated[
+        str | None, typer.Option(help="wgs84, cgcs2000, gcj02, bd09 or EPSG:xxxx")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Import the valid rows even if some are rejected")
+    ] = False,
 ) -> None:
     """Validate a file and replace a layer of the embedded dataset with it (atomically)."""
     from geo_service.topology import check_grids
@@ -157,8 +174,10 @@ def import_cmd(
             for item in getattr(topo, key)[:20]:
                 err.print(f"[red]{key}: {item}[/]")
     if errors and not force:
-        err.print(f"[red]{errors} errors: nothing imported (fix them, or --force to import the "
-                  f"{load.rows_loaded} valid rows)[/]")
+        err.print(
+            f"[red]{errors} errors: nothing imported (fix them, or --force to import the "
+            f"{load.rows_loaded} valid rows)[/]"
+        )
         raise typer.Exit(1)
     target = layer_path(settings.data_dir, layer)
     tmp = target.with_suffix(".geojson.tmp")
@@ -174,7 +193,9 @@ def synth(
     grids: Annotated[int, typer.Option("--grids", min=1, max=1_000_000, help="Number of grids")],
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("bench/out/city"),
     stalls: Annotated[int | None, typer.Option(help="Stalls (default grids/100)")] = None,
-    clusters: Annotated[int | None, typer.Option(help="Vendor clusters (default grids/100)")] = None,
+    clusters: Annotated[
+        int | None, typer.Option(help="Vendor clusters (default grids/100)")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a synthetic city of N grids plus stalls and vendor clusters, for benchmarks."""
@@ -184,8 +205,9 @@ def synth(
     n_clusters = clusters if clusters is not None else max(grids // 100, 10)
     with Progress(console=console) as progress:
         task = progress.add_task(f"synthesising {grids:,} grids", total=5)
-        counts = write_city(out, grids, n_stalls, n_clusters, seed,
-                            progress=lambda n: progress.advance(task, n))
+        counts = write_city(
+            out, grids, n_stalls, n_clusters, seed, progress=lambda n: progress.advance(task, n)
+        )
     console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
 
 

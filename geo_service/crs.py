@@ -108,7 +108,9 @@ def _invert(
         dx, dy = fx - lon, fy - lat
         x -= dx
         y -= dy
-        if np.all(np.abs(dx) < INVERSE_TOLERANCE_DEG) and np.all(np.abs(dy) < INVERSE_TOLERANCE_DEG):
+        if np.all(np.abs(dx) < INVERSE_TOLERANCE_DEG) and np.all(
+            np.abs(dy) < INVERSE_TOLERANCE_DEG
+        ):
             break
     return x, y
 
@@ -154,7 +156,9 @@ def to_wgs84(lon: ArrayLike, lat: ArrayLike, crs: PointCRS | str) -> tuple[Float
     return _TO_WGS84[PointCRS(crs)](lon, lat)
 
 
-def from_wgs84(lon: ArrayLike, lat: ArrayLike, crs: PointCRS | str) -> tuple[FloatArray, FloatArray]:
+def from_wgs84(
+    lon: ArrayLike, lat: ArrayLike, crs: PointCRS | str
+) -> tuple[FloatArray, FloatArray]:
     return _FROM_WGS84[PointCRS(crs)](lon, lat)
 
 
@@ -164,7 +168,9 @@ def convert(
     return from_wgs84(*to_wgs84(lon, lat, source), target)
 
 
-def transform_geometry(geom: BaseGeometry | npt.NDArray, source: PointCRS | str, target: PointCRS | str):  # type: ignore[no-untyped-def]
+def transform_geometry(
+    geom: BaseGeometry | npt.NDArray, source: PointCRS | str, target: PointCRS | str
+):  # type: ignore[no-untyped-def]
     """Convert every vertex of shapely geometries between web-map systems."""
     src, dst = PointCRS(source), PointCRS(target)
 

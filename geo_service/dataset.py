@@ -45,4 +45,6 @@ def read_dataset(data_dir: Path) -> tuple[dict[LayerName, gpd.GeoDataFrame], lis
 
 def load_dataset(data_dir: Path, name: str = "weifang-central") -> Snapshot:
     frames, reports = read_dataset(data_dir)
-    return build_snapshot(frames, name=name, version=dataset_version(data_dir), reports=tuple(reports))
+    return build_snapshot(
+        frames, name=name, version=dataset_version(data_dir), reports=tuple(reports)
+    )

@@ -80,7 +80,9 @@ class PolygonIndex:
             idx[sel] = ti
             near = shapely.shortest_line(self.geoms[ti], q[qi])
             p0 = shapely.get_point(near, 0)
-            dist[sel] = geodesic_distance_m(lon[sel], lat[sel], shapely.get_x(p0), shapely.get_y(p0))
+            dist[sel] = geodesic_distance_m(
+                lon[sel], lat[sel], shapely.get_x(p0), shapely.get_y(p0)
+            )
         return idx, dist
 
     def bbox(self, minlon: float, minlat: float, maxlon: float, maxlat: float) -> IntArray:
@@ -125,7 +127,9 @@ class PointIndex:
             return np.empty(0, np.int64), np.empty(0)
         # Grid scale error near the zone edge is well under 0.1%: search a little wider,
         # then cut on the geodesic distance.
-        cand = self.tree.query(shapely.points(*q), predicate="dwithin", distance=radius_m * 1.002 + 1)
+        cand = self.tree.query(
+            shapely.points(*q), predicate="dwithin", distance=radius_m * 1.002 + 1
+        )
         if mask is not None:
             cand = cand[mask[cand]]
         d = geodesic_distance_m(lon, lat, self.lon[cand], self.lat[cand])
@@ -159,8 +163,10 @@ class PointIndex:
                 if max_distance_m is not None:
                     radius = min(radius, max_distance_m)
                 idx, dist = self.within(lon, lat, radius, mask)
-                if len(idx) >= k or len(idx) >= n_eligible or (
-                    max_distance_m is not None and radius >= max_distance_m
+                if (
+                    len(idx) >= k
+                    or len(idx) >= n_eligible
+                    or (max_distance_m is not None and radius >= max_distance_m)
                 ):
                     break
                 radius *= 2.0

@@ -60,8 +60,14 @@ class LoadReport:
     def ok(self) -> bool:
         return not self.rejected
 
-    def add(self, rows: np.ndarray | list[int], codes: pd.Series | list, field_name: str | None,
-            message: str, action: Action = "rejected") -> None:
+    def add(
+        self,
+        rows: np.ndarray | list[int],
+        codes: pd.Series | list,
+        field_name: str | None,
+        message: str,
+        action: Action = "rejected",
+    ) -> None:
         for r, c in zip(rows, codes, strict=True):
             self.problems.append(
                 Problem(int(r), None if _missing(c) else str(c), field_name, message, action)
@@ -89,7 +95,9 @@ def _missing(value: object) -> bool:
     return isinstance(value, str) and value.strip() == ""
 
 
-def read_file(path: str | Path, crs: str | None = None, layer: str | None = None) -> gpd.GeoDataFrame:
+def read_file(
+    path: str | Path, crs: str | None = None, layer: str | None = None
+) -> gpd.GeoDataFrame:
     """Read features from a file; ``crs`` declares the system when the file cannot (CSV, GCJ-02).
 
     ``crs`` may be one of the web-map systems (wgs84, cgcs2000, gcj02, bd09) or any CRS pyproj
@@ -132,7 +140,9 @@ def _read_csv(path: Path, crs: str | None) -> gpd.GeoDataFrame:
     else:
         raise LayerFileError(f"{path}: CSV needs lon/lat columns ({'/'.join(LON_COLUMNS)}) or wkt")
     if crs is None:
-        raise LayerFileError(f"{path}: a CSV file does not say its CRS; declare it (wgs84, gcj02, ...)")
+        raise LayerFileError(
+            f"{path}: a CSV file does not say its CRS; declare it (wgs84, gcj02, ...)"
+        )
     out = gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms), crs=None)
     for col in out.columns:
         if col != "geometry":
@@ -170,8 +180,9 @@ def validate_layer(
         report.problems.append(
             Problem(None, None, None, f"missing required columns: {', '.join(missing_cols)}")
         )
-        return gpd.GeoDataFrame(columns=[*schema.field_names(), "geometry"], geometry="geometry",
-                                crs=4326), report
+        return gpd.GeoDataFrame(
+            columns=[*schema.field_names(), "geometry"], geometry="geometry", crs=4326
+        ), report
     for f in schema.fields:
         if f.name not in df.columns:
             df[f.name] = None
@@ -190,8 +201,12 @@ def validate_layer(
         first_row = {c: r for c, r in zip(codes[~dup], rownum[~dup], strict=True)}
         for r, c in zip(rownum[dup], codes[dup], strict=True):
             report.problems.append(
-                Problem(int(r), c, schema.code_field.name,
-                        f"duplicate code (first used on row {first_row.get(c)})")
+                Problem(
+                    int(r),
+                    c,
+                    schema.code_field.name,
+                    f"duplicate code (first used on row {first_row.get(c)})",
+                )
             )
         bad |= dup.to_numpy()
 
@@ -237,8 +252,12 @@ def _check_field(
         if f.type is FieldType.integer:
             unparsable |= present & values.notna() & (values % 1 != 0)
         if unparsable.any():
-            report.add(rownum[unparsable], codes[unparsable], f.name,
-                       f"not a {'whole ' if f.type is FieldType.integer else ''}number")
+            report.add(
+                rownum[unparsable],
+                codes[unparsable],
+                f.name,
+                f"not a {'whole ' if f.type is FieldType.integer else ''}number",
+            )
             bad |= unparsable.to_numpy()
         if f.minimum is not None:
             low = values.notna() & (values < f.minimum)
@@ -250,8 +269,11 @@ def _check_field(
     else:
         values = col.map(lambda v: None if _missing(v) else _as_text(v))
 
-    isnull = values.isna().to_numpy() if f.type is not FieldType.text_list else values.map(
-        lambda v: v is None).to_numpy()
+    isnull = (
+        values.isna().to_numpy()
+        if f.type is not FieldType.text_list
+        else values.map(lambda v: v is None).to_numpy()
+    )
     if f.required:
         miss = isnull & ~bad
         if miss.any():
@@ -270,8 +292,7 @@ def _check_field(
         else:
             wrong = ~isnull & ~values.isin(allowed).to_numpy()
         if wrong.any():
-            report.add(rownum[wrong], codes[wrong], f.name,
-                       f"not one of {', '.join(f.choices)}")
+            report.add(rownum[wrong], codes[wrong], f.name, f"not one of {', '.join(f.choices)}")
             bad |= wrong
     for check in f.checks:
         msgs = values.map(lambda v, c=check: None if v is None else c(v))
@@ -293,19 +314,26 @@ def _check_geometry(
     want = (3, 6) if schema.geometry == "polygon" else (0,)
     wrong = ~bad & ~np.isin(gtype, want)
     if wrong.any():
-        report.add(rownum[wrong], codes[wrong], "geometry",
-                   f"geometry is not a {schema.geometry}")
+        report.add(rownum[wrong], codes[wrong], "geometry", f"geometry is not a {schema.geometry}")
         bad |= wrong
     ok = ~bad
     bounds = np.full((len(geoms), 4), np.nan)
     if ok.any():
         bounds[ok] = shapely.bounds(geoms[ok])
     with np.errstate(invalid="ignore"):
-        outside = ok & ~((bounds[:, 0] >= -180) & (bounds[:, 2] <= 180)
-                         & (bounds[:, 1] >= -90) & (bounds[:, 3] <= 90))
+        outside = ok & ~(
+            (bounds[:, 0] >= -180)
+            & (bounds[:, 2] <= 180)
+            & (bounds[:, 1] >= -90)
+            & (bounds[:, 3] <= 90)
+        )
     if outside.any():
-        report.add(rownum[outside], codes[outside], "geometry",
-                   "coordinates outside lon ±180 / lat ±90: wrong or undeclared CRS?")
+        report.add(
+            rownum[outside],
+            codes[outside],
+            "geometry",
+            "coordinates outside lon ±180 / lat ±90: wrong or undeclared CRS?",
+        )
         bad |= outside
     ok = ~bad
     invalid = ok & ~shapely.is_valid(geoms)
@@ -316,10 +344,18 @@ def _check_geometry(
             fixed = _polygonal_part(fixed)
         for r, c, why, g in zip(rownum[invalid], codes[invalid], reasons, fixed, strict=True):
             if g is None or shapely.is_empty(g):
-                report.problems.append(Problem(int(r), c, "geometry", f"invalid ({why}), not repairable"))
+                report.problems.append(
+                    Problem(int(r), c, "geometry", f"invalid ({why}), not repairable")
+                )
             else:
                 report.problems.append(
-                    Problem(int(r), c, "geometry", f"invalid ({why}), repaired with make_valid", "repaired")
+                    Problem(
+                        int(r),
+                        c,
+                        "geometry",
+                        f"invalid ({why}), repaired with make_valid",
+                        "repaired",
+                    )
                 )
         geoms[invalid] = fixed
         unrepaired = np.zeros(len(geoms), dtype=bool)

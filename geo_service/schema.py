@@ -117,9 +117,7 @@ VENDOR_CLUSTERS = LayerSchema(
     ),
 )
 
-SCHEMAS: dict[LayerName, LayerSchema] = {
-    s.name: s for s in (GRIDS, STALLS, VENDOR_CLUSTERS)
-}
+SCHEMAS: dict[LayerName, LayerSchema] = {s.name: s for s in (GRIDS, STALLS, VENDOR_CLUSTERS)}
 
 # Administrative levels derived from grids, finest first: (level, code column, name column).
 LEVELS: dict[str, tuple[str, str]] = {

@@ -110,7 +110,9 @@ def synth_points(
     data: dict[str, object] = {"code": codes, "name": np.char.add(f"合成{kind}", serial)}
     if prefix == "XLP":
         pick = rng.integers(1, 8, n)  # bit mask over the three services
-        data["services"] = [";".join(s for b, s in enumerate(SERVICES) if m & (1 << b)) for m in pick]
+        data["services"] = [
+            ";".join(s for b, s in enumerate(SERVICES) if m & (1 << b)) for m in pick
+        ]
         data["hours"] = "08:00-18:00"
         data["status"] = "active"
     else:
@@ -122,7 +124,11 @@ def synth_points(
 
 
 def write_city(
-    out_dir: Path, n_grids: int, n_stalls: int, n_clusters: int, seed: int = 0,
+    out_dir: Path,
+    n_grids: int,
+    n_stalls: int,
+    n_clusters: int,
+    seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, int]:
     """Write grids/stalls/vendor_clusters GeoJSON files that ``load_dataset`` reads."""

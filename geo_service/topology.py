@@ -73,16 +73,23 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
             c = shapely.centroid(g)
             lon, lat = proj.inverse(shapely.get_x(c), shapely.get_y(c))
             report.overlaps.append(
-                {"codes": [codes[i], codes[j]], "area_m2": round(float(ar), 2),
-                 "at": [round(float(lon), 6), round(float(lat), 6)]}
+                {
+                    "codes": [codes[i], codes[j]],
+                    "area_m2": round(float(ar), 2),
+                    "at": [round(float(lon), 6), round(float(lat), 6)],
+                }
             )
     # Containment too: a grid lying wholly inside another is an overlap "overlaps" misses.
     a, b = tree.query(metric, predicate="contains")
     for i, j in zip(a, b, strict=True):
         if i != j:
             report.overlaps.append(
-                {"codes": [codes[i], codes[j]], "area_m2": round(float(shapely.area(metric[j])), 2),
-                 "at": None, "note": f"{codes[j]} lies inside {codes[i]}"}
+                {
+                    "codes": [codes[i], codes[j]],
+                    "area_m2": round(float(shapely.area(metric[j])), 2),
+                    "at": None,
+                    "note": f"{codes[j]} lies inside {codes[i]}",
+                }
             )
 
     union = shapely.coverage_union_all(metric) if not report.overlaps else shapely.union_all(metric)
@@ -108,8 +115,11 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
     )
     for i in np.flatnonzero(bad):
         report.hierarchy.append(
-            {"code": codes[i], "message": f"code {codes[i]} does not nest in community {cc[i]}, "
-             f"street {sc[i]}, district {dc[i]}"}
+            {
+                "code": codes[i],
+                "message": f"code {codes[i]} does not nest in community {cc[i]}, "
+                f"street {sc[i]}, district {dc[i]}",
+            }
         )
 
     # A grid that touches no other grid of its community lies outside it.
@@ -123,7 +133,9 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
         touching = np.bincount(x[x != y], minlength=len(members))
         for k in np.flatnonzero(touching == 0):
             report.detached.append(
-                {"code": codes[members[k]],
-                 "message": f"touches no other grid of community {community}"}
+                {
+                    "code": codes[members[k]],
+                    "message": f"touches no other grid of community {community}",
+                }
             )
     return report

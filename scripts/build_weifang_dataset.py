@@ -59,10 +59,10 @@ CORE_OFFSETS_M = (-7000.0, 8000.0, -7500.0, 7000.0)  # west, east, south, north 
 CORE_CORNER_RADIUS_M = 3000.0
 # Grids are smaller (denser) near the city centre.
 DENSITY_CENTRE = (119.160, 36.710)
-GRID_AREA_CENTRE_HA = 7.0
-GRID_AREA_SLOPE_HA_PER_KM = 2.4
-GRID_AREA_MAX_HA = 26.0
-GRIDS_PER_COMMUNITY = 8.3
+GRID_AREA_CENTRE_HA = 6.0
+GRID_AREA_SLOPE_HA_PER_KM = 1.9
+GRID_AREA_MAX_HA = 22.0
+GRIDS_PER_COMMUNITY = 8.0
 MIN_GRID_M2 = 3.0e4  # 3 ha
 MAX_GRID_M2 = 40.0e4  # 40 ha
 MIN_COMMUNITY_M2 = 25.0e4
@@ -132,7 +132,7 @@ CLUSTER_KINDS: list[tuple[str, int, tuple[int, int], list[str], str]] = [
     ("小吃街", 6, (20, 80), ["10:00-22:00", "11:00-14:00,17:00-23:00", "16:00-01:00"],
      "小吃街摊点群"),
 ]  # fmt: skip
-CLUSTER_MIN_SPACING_M = 1500.0
+CLUSTER_MIN_SPACING_M = 1300.0
 
 _TIME = r"(?:[01]\d|2[0-4]):[0-5]\d"
 _DAY = r"(?:Mo|Tu|We|Th|Fr|Sa|Su)"

@@ -24,9 +24,11 @@ def load_table(
     conn.execute(f"CREATE TABLE {table} (code text PRIMARY KEY, geom geometry{cols})")
     wkb = shapely.to_wkb(geoms, hex=True)
     names = ", ".join(["code", "wkb", *extra])
-    conn.execute(f"CREATE TEMP TABLE _stage_{table} (code text, wkb text{cols}) ON COMMIT DROP"
-                 if not conn.autocommit else
-                 f"CREATE TEMP TABLE IF NOT EXISTS _stage_{table} (code text, wkb text{cols})")
+    conn.execute(
+        f"CREATE TEMP TABLE _stage_{table} (code text, wkb text{cols}) ON COMMIT DROP"
+        if not conn.autocommit
+        else f"CREATE TEMP TABLE IF NOT EXISTS _stage_{table} (code text, wkb text{cols})"
+    )
     conn.execute(f"TRUNCATE _stage_{table}")
     with conn.cursor().copy(f"COPY _stage_{table} ({names}) FROM STDIN") as copy:
         for row in zip(codes, wkb, *extra.values(), strict=True):

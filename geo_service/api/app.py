@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from geo_service import __version__
@@ -16,6 +18,8 @@ from geo_service.api.routers import grids, service
 from geo_service.dataset import load_dataset
 from geo_service.settings import Settings
 from geo_service.snapshot import SnapshotStore
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 DESCRIPTION = """
 Grids (网格), repair stalls (小蓝棚) and vendor clusters (便民摊点群) for city management.
@@ -51,6 +55,7 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     app.state.backend_name = backend_name
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(service.router)
     app.include_router(grids.router)
     return app

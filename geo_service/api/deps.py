@@ -61,7 +61,9 @@ def point_params(
     lon: Annotated[
         float, Query(ge=-180, le=180, allow_inf_nan=False, description="Longitude, degrees")
     ],
-    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, degrees")],
+    lat: Annotated[
+        float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, degrees")
+    ],
     crs: Annotated[PointCRS, Query(description=CRS_HELP)] = PointCRS.wgs84,
 ) -> QueryPoint:
     return QueryPoint.make(lon, lat, crs)
@@ -84,7 +86,9 @@ def parse_bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
     vals = (minx, miny, maxx, maxy)
     if any(v != v or v in (float("inf"), float("-inf")) for v in vals):
         raise bad_request("values must be finite numbers", "bbox")
-    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+    if not (
+        -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
+    ):
         raise bad_request("longitudes must lie within ±180 and latitudes within ±90", "bbox")
     if minx > maxx or miny > maxy:
         raise bad_request("min must not exceed max (minlon,minlat,maxlon,maxlat)", "bbox")
@@ -95,7 +99,9 @@ BBOX_HELP = "Bounding box minlon,minlat,maxlon,maxlat in WGS84"
 
 
 def bbox_param(
-    bbox: Annotated[str | None, Query(description=BBOX_HELP, examples=["119.1,36.68,119.2,36.74"])] = None,
+    bbox: Annotated[
+        str | None, Query(description=BBOX_HELP, examples=["119.1,36.68,119.2,36.74"])
+    ] = None,
 ) -> tuple[float, float, float, float] | None:
     return parse_bbox(bbox)
 

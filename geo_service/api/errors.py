@@ -67,5 +67,6 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such path: {request.url.path}"
-        return JSONResponse(_body(detail, []), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            _body(detail, []), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )

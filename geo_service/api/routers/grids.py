@@ -115,8 +115,11 @@ async def list_grids(
         inbox = np.zeros(len(frame), dtype=bool)
         inbox[snap.grids.index.bbox(*bbox)] = True
         mask &= inbox
-    for value, column in ((district, "district_code"), (street, "street_code"),
-                          (community, "community_code")):
+    for value, column in (
+        (district, "district_code"),
+        (street, "street_code"),
+        (community, "community_code"),
+    ):
         if value:
             col = frame[column].to_numpy()
             if not (col == value).any():

@@ -17,8 +17,12 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Health, summary="Data is loaded and indexed",
-            responses={503: {"model": Health}})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Data is loaded and indexed",
+    responses={503: {"model": Health}},
+)
 async def readyz(request: Request) -> JSONResponse:
     store = get_store(request)
     if not store.ready:
