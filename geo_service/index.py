@@ -37,20 +37,46 @@ class PolygonIndex:
         return len(self.geoms)
 
     def locate(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> IntArray:
-        """Index of the polygon covering each point (boundary included), or -1."""
+        """Index of the polygon covering each point (boundary included), or -1.
+
+        Bounding boxes from the tree, then one vectorised point-in-polygon test of the
+        candidates on the prepared polygons: faster than the tree's own predicate, which
+        tests each (unprepared) point against each candidate (see bench/RESULTS.md)."""
         lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
         lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
         out = np.full(len(lon), NOTHING, dtype=np.int64)
         if len(lon) == 0 or len(self.geoms) == 0:
             return out
-        pts = shapely.points(lon, lat)
-        pt_idx, poly_idx = self.tree.query(pts, predicate="intersects")
-        if len(pt_idx):
-            # Smallest polygon index (= smallest code) wins: write in descending order so the
-            # last write for each point is its smallest candidate.
+        pt_idx, poly_idx = self.tree.query(shapely.points(lon, lat))
+        inside = shapely.intersects_xy(self.geoms[poly_idx], lon[pt_idx], lat[pt_idx])
+        pt_idx, poly_idx = pt_idx[inside], poly_idx[inside]
+        if len(pt_idx) > 1 and not (pt_idx[1:] > pt_idx[:-1]).all():
+            # Some point lies in several polygons (on a shared edge): the smallest polygon
+            # index (= smallest code) wins. Sort so that it is the last write for its point.
             order = np.lexsort((-poly_idx, pt_idx))
-            out[pt_idx[order]] = poly_idx[order]
+            pt_idx, poly_idx = pt_idx[order], poly_idx[order]
+        out[pt_idx] = poly_idx
         return out
+
+    def locate_point(self, lon: float, lat: float) -> int:
+        """``locate`` of one point without the array set-up (the GET endpoint's hot path)."""
+        cand = self.tree.query(shapely.Point(lon, lat))
+        if len(cand) == 0:
+            return NOTHING
+        hits = cand[shapely.intersects_xy(self.geoms[cand], lon, lat)]
+        return int(hits.min()) if len(hits) else NOTHING
+
+    def nearest_point(self, lon: float, lat: float) -> tuple[int, float]:
+        """``nearest`` of one point, same ranking and distance, without the array set-up."""
+        if len(self.geoms) == 0 or not self.projection.covers(lon, lat):
+            idx, dist = self.nearest(lon, lat)  # rare: far away, ranked in degrees
+            return int(idx[0]), float(dist[0])
+        x, y = self.projection.forward(lon, lat)
+        q = shapely.Point(float(x), float(y))
+        j = int(self.metric_tree.query_nearest(q, all_matches=False)[0])
+        near = shapely.get_coordinates(shapely.shortest_line(self.metric[j], q))[0]
+        nlon, nlat = self.projection.inverse(near[0], near[1])
+        return j, float(geodesic_distance_m(lon, lat, nlon, nlat))
 
     def nearest(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         """Nearest polygon to each point and the geodesic distance in metres to its edge."""
