@@ -97,7 +97,9 @@ def discs(x: FloatArray, y: FloatArray, radius_m: float) -> ObjArray:
 def check_radius(radius_m: float, max_radius_m: float | None = None) -> float:
     r = float(radius_m)
     if not math.isfinite(r) or r <= 0:
-        raise CoverageInputError(f"must be a positive number of metres, got {radius_m!r}", "radius_m")
+        raise CoverageInputError(
+            f"must be a positive number of metres, got {radius_m!r}", "radius_m"
+        )
     if max_radius_m is not None and r > max_radius_m:
         raise CoverageInputError(f"at most {max_radius_m:g} m, got {r:g}", "radius_m")
     return r
@@ -126,7 +128,7 @@ def facility_indices(
             raise CoverageInputError(
                 f"unknown service {service!r}; one of {', '.join(SERVICES)}", "service"
             )
-        offered = points.frame["services"] if "services" in points.frame else []
+        offered = points.frame.get("services", [])
         keep &= np.array([service in (s if s is not None else ()) for s in offered], dtype=bool)
     if active_only and "status" in points.frame:
         keep &= points.frame["status"].to_numpy(dtype=object) == "active"
