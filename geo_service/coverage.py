@@ -298,26 +298,31 @@ def _covered_population(area: FloatArray, covered: FloatArray, pop: FloatArray) 
     return pop * share
 
 
-def aggregate(snapshot: Snapshot, covered_m2: FloatArray, by: str) -> pd.DataFrame:
-    """Per-unit figures of ``by`` from per-grid covered areas (no geometry), sorted by code."""
+def aggregate(
+    snapshot: Snapshot, covered_m2: FloatArray, by: str, grids: IntArray | None = None
+) -> pd.DataFrame:
+    """Per-unit figures of ``by`` from per-grid covered areas (no geometry), sorted by code;
+    only over the grids at positions ``grids`` if given (a what-if's affected units)."""
     check_level(by)
     frame = snapshot.grids.frame
     code_col, name_col = LEVELS[by]
-    area = snapshot.grids.index.area_m2
-    pop = grid_population(snapshot)
-    cpop = _covered_population(area, covered_m2, pop)
+    sel = slice(None) if grids is None else grids
+    area = snapshot.grids.index.area_m2[sel]
+    pop = grid_population(snapshot)[sel]
+    covered = covered_m2[sel]
+    cpop = _covered_population(area, covered, pop)
     per_grid = pd.DataFrame(
         {
-            "code": frame[code_col].to_numpy(dtype=object),
-            "name": frame[name_col].to_numpy(dtype=object),
+            "code": frame[code_col].to_numpy(dtype=object)[sel],
+            "name": frame[name_col].to_numpy(dtype=object)[sel],
             "area_m2": area,
-            "covered_m2": covered_m2,
+            "covered_m2": covered,
             "population": pop,
             "covered_population": cpop,
         }
     )
     if by == "grid":
-        agg = per_grid
+        agg = per_grid.sort_values("code", kind="stable")
     else:
         agg = (
             per_grid.groupby("code", sort=True)
@@ -396,18 +401,26 @@ def compute_coverage(
     )
 
 
-def find_gaps(snapshot: Snapshot, cover: GridCover) -> gpd.GeoDataFrame:
-    """Connected uncovered areas: geometry (WGS84), area_m2, population, grids (how many grids
-    each touches). Population is summed from the uncovered share of each grid."""
+def uncovered_parts(snapshot: Snapshot, cover: GridCover) -> tuple[ObjArray, FloatArray]:
+    """Uncovered part of each grid (metric geometry, None when fully covered) and its area."""
     grids = snapshot.grids.index.metric
-    area = snapshot.grids.index.area_m2
-    pop = grid_population(snapshot)
     have = ~shapely.is_missing(cover.parts)
     rest = grids.copy()
     rest[have] = _polygonal(shapely.difference(grids[have], cover.parts[have]))
     rest_area = np.zeros(len(grids))
     ok = ~(shapely.is_missing(rest) | shapely.is_empty(rest))
+    rest[~ok] = None
     rest_area[ok] = shapely.area(rest[ok])
+    return rest, rest_area
+
+
+def find_gaps(snapshot: Snapshot, cover: GridCover) -> gpd.GeoDataFrame:
+    """Connected uncovered areas: geometry (WGS84), area_m2, population, grids (how many grids
+    each touches). Population is summed from the uncovered share of each grid."""
+    area = snapshot.grids.index.area_m2
+    pop = grid_population(snapshot)
+    rest, rest_area = uncovered_parts(snapshot, cover)
+    ok = ~shapely.is_missing(rest)
     keep = np.flatnonzero(ok & (rest_area >= GAP_MIN_AREA_M2))
     empty = gpd.GeoDataFrame(
         {"area_m2": [], "population": [], "grids": []}, geometry=gpd.GeoSeries([]), crs=4326
@@ -465,3 +478,37 @@ def _cache_put(snapshot: Snapshot, key: tuple[Any, ...], value: GridCover) -> No
         entries.move_to_end(key)
         while len(entries) > CACHE_SIZE:
             entries.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class PointCheck:
+    covered: bool
+    within: IntArray  # positions in the point layer, nearest first
+    distance_m: FloatArray  # geodesic metres
+    nearest: int | None  # nearest eligible facility when none is within reach
+    nearest_m: float | None
+
+
+def check_point(
+    snapshot: Snapshot,
+    layer: str,
+    radius_m: float,
+    lon: float,
+    lat: float,
+    service: str | None = None,
+    *,
+    active_only: bool = False,
+) -> PointCheck:
+    """Is a WGS84 point within ``radius_m`` (geodesic) of a facility, which ones and how far."""
+    radius_m = check_radius(radius_m)
+    fac = facility_indices(snapshot, layer, service, active_only)
+    index = snapshot.points(layer).index
+    mask = np.zeros(len(index), dtype=bool)
+    mask[fac] = True
+    idx, dist = index.within(lon, lat, radius_m, mask)
+    nearest, nearest_m = None, None
+    if len(idx) == 0 and len(fac):
+        j, d = index.nearest(lon, lat, 1, mask)
+        if len(j):
+            nearest, nearest_m = int(j[0]), float(d[0])
+    return PointCheck(len(idx) > 0, idx, dist, nearest, nearest_m)
