@@ -44,7 +44,7 @@ from geo_service.coverage import (
 )
 from geo_service.schema import LEVELS
 from geo_service.snapshot import Snapshot
-from geo_service.whatif import WhatIfResult, project_sites, what_if
+from geo_service.whatif import WhatIfResult, grid_codes_at, project_sites, what_if
 
 MAX_DEMAND = 6000
 MAX_LATTICE = 400_000
@@ -250,7 +250,7 @@ def optimize_sites(
             "lon": clon[chosen],
             "lat": clat[chosen],
             "candidate": label[chosen],
-            "grid_code": np.append(snapshot.grids.codes, None)[cgrid[chosen]],
+            "grid_code": grid_codes_at(snapshot, clon[chosen], clat[chosen]),
             "gain_alone": np.asarray(alone, dtype=np.float64),
         }
     )

@@ -75,6 +75,14 @@ def project_sites(
     return x, y
 
 
+def grid_codes_at(snapshot: Snapshot, lon: FloatArray, lat: FloatArray) -> list[str | None]:
+    """Code of the grid containing each WGS84 point, None outside every grid."""
+    if len(lon) == 0:
+        return []
+    codes = snapshot.grids.codes
+    return [codes[i] if i >= 0 else None for i in snapshot.grids.index.locate(lon, lat)]
+
+
 def removed_positions(snapshot: Snapshot, layer: str, codes: Sequence[str]) -> IntArray:
     points = snapshot.points(layer)
     unknown = [c for c in codes if c not in points.position]
@@ -123,8 +131,7 @@ def what_if(
 
     alon = np.atleast_1d(np.asarray(add_lon, dtype=np.float64))
     alat = np.atleast_1d(np.asarray(add_lat, dtype=np.float64))
-    gi = snapshot.grids.index.locate(alon, alat) if len(alon) else np.empty(0, np.int64)
-    codes = np.append(snapshot.grids.codes, None)[gi] if len(gi) else np.empty(0, object)
+    codes = grid_codes_at(snapshot, alon, alat)
     added = pd.DataFrame({"lon": alon, "lat": alat, "x": ax, "y": ay, "grid_code": codes})
     return WhatIfResult(
         layer=base.layer,
