@@ -36,7 +36,9 @@ def load_coverage_tables(
         conn.execute(f"ANALYZE {prefix}_{kind}")
 
 
-def reference_sql(radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix: str = "cov") -> str:
+def reference_sql(
+    radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix: str = "cov"
+) -> str:
     r = float(radius_m)
     return f"""
         SELECT g.code, ST_Area(g.geom) AS area_m2,
@@ -51,7 +53,9 @@ def reference_sql(radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix:
 
 
 def reference_coverage(
-    conn: psycopg.Connection, radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS,
+    conn: psycopg.Connection,
+    radius_m: float,
+    quad_segs: int = REFERENCE_QUAD_SEGS,
     prefix: str = "cov",
 ) -> dict[str, tuple[float, float]]:
     """code → (area_m2, covered_m2) from PostGIS."""
