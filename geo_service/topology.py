@@ -127,10 +127,10 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
         t = shapely.STRtree(members_geoms)
         x, y = t.query(members_geoms, predicate="intersects")
         touching = np.bincount(x[x != y], minlength=len(members))
-        for k in np.flatnonzero(touching == 0):
+        for lone in np.flatnonzero(touching == 0):
             report.detached.append(
                 {
-                    "code": codes[members[k]],
+                    "code": codes[members[lone]],
                     "message": f"touches no other grid of community {community}",
                 }
             )

@@ -67,6 +67,7 @@ MIN_GRID_M2 = 3.0e4  # 3 ha
 MAX_GRID_M2 = 40.0e4  # 40 ha
 MIN_COMMUNITY_M2 = 25.0e4
 MIN_STREET_M2 = 1.0e6
+STREET_BAND_M = 3000.0  # row height when numbering streets north -> south, west -> east
 LATTICE_M = 25.0  # sample spacing used to balance the partitions
 OVERLAY_GRID_M = 1e-3  # precision of the metric overlays (1 mm)
 DEG_GRID = 1e-7  # output precision (7 decimals, about 1 cm)
@@ -379,7 +380,7 @@ def build_hierarchy(
         cells = merge_small(cells, MIN_STREET_M2)
         if len(cells) != len(street_names):
             raise RuntimeError(f"{dcode}: {len(cells)} streets for {len(street_names)} names")
-        for si, ci in enumerate(reading_order(cells, 3000.0)):
+        for si, ci in enumerate(reading_order(cells, STREET_BAND_M)):
             streets.append(Street(di, f"{dcode}{si + 1:03d}", street_names[si], cells[ci]))
     for s_index, street in enumerate(streets):
         m = shapely.contains_xy(street.geom, pts[:, 0], pts[:, 1])
@@ -430,6 +431,8 @@ def clean_coverage(grids_m: GeomArray, proj: MetricProjection) -> GeomArray:
     face_tree = shapely.STRtree(faces)
     for f in np.flatnonzero(owner < 0):
         cand = [c for c in face_tree.query(faces[f], predicate="touches") if owner[c] >= 0]
+        if not cand:
+            raise RuntimeError("an isolated sliver face has no neighbouring grid")
         common = shapely.length(
             shapely.intersection(shapely.boundary(faces[cand]), shapely.boundary(faces[f]))
         )
@@ -437,6 +440,8 @@ def clean_coverage(grids_m: GeomArray, proj: MetricProjection) -> GeomArray:
     out = np.empty(len(wgs), dtype=object)
     for g in range(len(wgs)):
         mine = faces[owner == g]
+        if len(mine) == 0:
+            raise RuntimeError(f"grid {g} vanished while snapping to {DEG_GRID} degrees")
         merged = mine[0] if len(mine) == 1 else shapely.union_all(mine, grid_size=DEG_GRID)
         pieces = shapely.get_parts(merged)
         if len(pieces) != 1:
@@ -502,7 +507,7 @@ def write_geojson(path: Path, features: list[tuple[dict[str, Any], BaseGeometry]
         feature = {"type": "Feature", "properties": props, "geometry": geometry_json(geom)}
         rows.append(json.dumps(feature, ensure_ascii=False, separators=(",", ":")))
     text = '{"type":"FeatureCollection","features":[\n' + ",\n".join(rows) + "\n]}\n"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8", newline="\n")
 
 
 def read_geoms(path: Path) -> tuple[list[dict[str, Any]], GeomArray]:
