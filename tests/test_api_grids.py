@@ -124,7 +124,7 @@ def test_point_just_outside_reports_nearest_grid_and_metres(client: TestClient) 
 
     geod = pyproj.Geod(ellps="WGS84")
     union = shapely.union_all(list(rawdata.geometries("grids").values()))
-    minx, miny, maxx, maxy = union.bounds
+    _, miny, maxx, maxy = union.bounds
     lon, lat = maxx + 0.01, (miny + maxy) / 2  # ~900 m east of the easternmost edge
     body = client.get("/api/v1/grids/locate", params={"lon": lon, "lat": lat}).json()
     assert body["grid"] is None
