@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from geo_service.schema import LayerName
 from geo_service.snapshot import SnapshotStore, build_snapshot
@@ -32,6 +33,7 @@ def test_readers_see_whole_snapshots_during_swaps() -> None:
         t.start()
     for i in range(200):
         store.swap(big if i % 2 == 0 else small)
+        time.sleep(0.0005)  # let the readers run between swaps
     stop.set()
     for t in threads:
         t.join()
