@@ -442,7 +442,9 @@ def clean_coverage(grids_m: GeomArray, proj: MetricProjection) -> GeomArray:
         mine = faces[owner == g]
         if len(mine) == 0:
             raise RuntimeError(f"grid {g} vanished while snapping to {DEG_GRID} degrees")
-        merged = mine[0] if len(mine) == 1 else shapely.union_all(mine, grid_size=DEG_GRID)
+        # Faces share exact edges: a coverage union keeps every vertex (no re-snapping, which
+        # would collapse sub-pixel slivers on one side of an edge only and open a gap).
+        merged = mine[0] if len(mine) == 1 else shapely.coverage_union_all(mine)
         pieces = shapely.get_parts(merged)
         if len(pieces) != 1:
             raise RuntimeError(f"grid {g} is not a single polygon after snapping")
@@ -766,6 +768,7 @@ def validate(out: Path, core: BaseGeometry, proj: MetricProjection) -> dict[str,
         "union_vs_core": (union_area - core_area) / core_area,
         "sum_vs_union": (sum_area - union_area) / union_area,
         "union_parts": len(shapely.get_parts(union_m)),
+        "union_holes": int(shapely.get_num_interior_rings(shapely.get_parts(union_m)).sum()),
         "min_ha": float(shapely.area(geoms_m).min() / 1e4),
         "max_ha": float(shapely.area(geoms_m).max() / 1e4),
         "points_bad": point_checks,
@@ -778,6 +781,8 @@ def validate(out: Path, core: BaseGeometry, proj: MetricProjection) -> dict[str,
         and report["all_polygons"]
         and abs(report["union_vs_core"]) < 1e-4
         and abs(report["sum_vs_union"]) < 1e-4
+        and report["union_parts"] == 1
+        and report["union_holes"] == 0
         and report["min_ha"] >= MIN_GRID_M2 / 1e4 * 0.99
         and report["max_ha"] <= MAX_GRID_M2 / 1e4 * 1.01
         and not any(point_checks.values())
