@@ -359,7 +359,7 @@ class CoverageResult:
         """The covered part of the managed area (WGS84)."""
         parts = self.grid.parts[~shapely.is_missing(self.grid.parts)]
         metric = shapely.union_all(parts) if len(parts) else shapely.Polygon()
-        return self.snapshot.projection.unproject(metric)
+        return to_wgs84(self.snapshot, np.array([metric], dtype=object))[0]
 
     @cached_property
     def gaps(self) -> gpd.GeoDataFrame:
@@ -399,6 +399,18 @@ def compute_coverage(
         grid=cover,
         snapshot=snapshot,
     )
+
+
+def to_wgs84(snapshot: Snapshot, metric: ObjArray) -> ObjArray:
+    """Metric polygons back to lon/lat, repaired where moving the vertices made two nearly
+    touching rings cross (the metric originals are valid; the repair moves nothing visibly)."""
+    out = snapshot.projection.unproject(metric)
+    bad = np.flatnonzero(~shapely.is_valid(out))
+    if len(bad):
+        out[bad] = _polygonal(
+            shapely.make_valid(out[bad], method="structure", keep_collapsed=False)
+        )
+    return out
 
 
 def uncovered_parts(snapshot: Snapshot, cover: GridCover) -> tuple[ObjArray, FloatArray]:
@@ -448,7 +460,7 @@ def find_gaps(snapshot: Snapshot, cover: GridCover) -> gpd.GeoDataFrame:
             "population": gap_pop[order],
             "grids": gap_grids[order],
         },
-        geometry=gpd.GeoSeries(snapshot.projection.unproject(merged), crs=4326),
+        geometry=gpd.GeoSeries(to_wgs84(snapshot, merged), crs=4326),
         crs=4326,
     )
 

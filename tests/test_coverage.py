@@ -299,9 +299,11 @@ def test_gaps_agree_with_postgis(pg: psycopg.Connection, snapshot: Snapshot) -> 
     assert gaps["population"].sum() == pytest.approx(
         res.overall["population"] - res.overall["covered_population"], rel=1e-6
     )
+    assert shapely.is_valid(gaps.geometry.to_numpy()).all() and shapely.is_valid(res.covered)
     # Gaps and the covered area do not overlap and together make the managed area.
     gap_union = shapely.union_all(gaps.geometry.to_numpy())
     metric_gaps = snapshot.projection.project(gap_union)
     metric_covered = snapshot.projection.project(res.covered)
-    assert shapely.area(shapely.intersection(metric_gaps, metric_covered)) < 1.0
+    # (both went to lon/lat and back: a few m² of rounding along ~1,000 km of edges)
+    assert shapely.area(shapely.intersection(metric_gaps, metric_covered)) < 20.0
     assert shapely.area(metric_covered) == pytest.approx(res.overall["covered_m2"], rel=1e-6)
