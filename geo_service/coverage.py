@@ -11,7 +11,8 @@ keep that error far below a square metre per grid while overlays stay cheap; see
 meridian.
 
 Speed: instead of unioning every disc over the city, each grid is intersected only with the
-discs that reach it (an STRtree ``dwithin`` query). A grid whose bounding box lies inside one
+discs that reach it (disc boxes queried against an STRtree of grids, then a vectorised
+box-distance test). A grid whose bounding box lies inside one
 disc's inscribed circle is wholly covered with no overlay at all; the rest are clipped disc by
 disc (vectorised ``shapely.intersection``) and the clipped pieces unioned per grid (vectorised
 ``shapely.union_all`` over a padded 2-D array). Per-grid results are kept (``GridCover``) so a
@@ -59,6 +60,7 @@ GAP_MIN_AREA_M2 = 1.0
 """Uncovered slivers smaller than this (overlay noise along grid edges) are not reported."""
 
 CHUNK_GRIDS = 20_000
+PAIRS_PER_CHUNK = 4_000_000
 OVERALL_KEYS = (
     "area_m2",
     "covered_m2",
@@ -193,17 +195,24 @@ def cover_grids(
         if progress:
             progress(n)
         return covered, parts
-    pts = shapely.points(x, y)
-    tree = STRtree(pts)
     disc = discs(x, y, radius_m)
+    reach = shapely.box(x - radius_m, y - radius_m, x + radius_m, y + radius_m)
     apothem = radius_m * DISC_AREA_SCALE * math.cos(_THETA / 2.0)
     bounds = shapely.bounds(grids)
-    for lo in range(0, n, CHUNK_GRIDS):
-        hi = min(lo + CHUNK_GRIDS, n)
-        g, f = tree.query(grids[lo:hi], predicate="dwithin", distance=radius_m)
+    # Grids per chunk: bounds the pair arrays when every disc reaches every grid (huge radius).
+    step = int(np.clip(PAIRS_PER_CHUNK // len(x), 1000, CHUNK_GRIDS))
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        # A few disc boxes against a tree of this chunk's grids (far cheaper than a distance
+        # query per grid), then keep pairs whose grid box lies within the radius.
+        f, g = STRtree(grids[lo:hi]).query(reach)
         g = g + lo
-        # Wholly inside one disc: the farthest corner of the grid's box is within the apothem.
         b = bounds[g]
+        nx = np.maximum(np.maximum(b[:, 0] - x[f], x[f] - b[:, 2]), 0.0)
+        ny = np.maximum(np.maximum(b[:, 1] - y[f], y[f] - b[:, 3]), 0.0)
+        near = nx * nx + ny * ny <= radius_m * radius_m
+        g, f, b = g[near], f[near], b[near]
+        # Wholly inside one disc: the farthest corner of the grid's box is within the apothem.
         dx = np.maximum(np.abs(b[:, 0] - x[f]), np.abs(b[:, 2] - x[f]))
         dy = np.maximum(np.abs(b[:, 1] - y[f]), np.abs(b[:, 3] - y[f]))
         full = np.zeros(n, dtype=bool)
