@@ -501,6 +501,12 @@ def _cache_put(snapshot: Snapshot, key: tuple[Any, ...], value: GridCover) -> No
             entries.popitem(last=False)
 
 
+def clear_cache() -> None:
+    """Forget every cached per-grid coverage (benchmarks time cold runs with it)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
 @dataclass(frozen=True)
 class PointCheck:
     covered: bool
