@@ -311,42 +311,27 @@ def aggregate(
     snapshot: Snapshot, covered_m2: FloatArray, by: str, grids: IntArray | None = None
 ) -> pd.DataFrame:
     """Per-unit figures of ``by`` from per-grid covered areas (no geometry), sorted by code;
-    only over the grids at positions ``grids`` if given (a what-if's affected units)."""
+    only over the grids at positions ``grids`` if given (a what-if's affected units). Sums
+    with numpy bincount: a what-if needs this in a few milliseconds, pandas groupby took 10."""
     check_level(by)
     frame = snapshot.grids.frame
     code_col, name_col = LEVELS[by]
-    sel = slice(None) if grids is None else grids
+    sel = np.arange(len(frame)) if grids is None else np.asarray(grids, dtype=np.int64)
     area = snapshot.grids.index.area_m2[sel]
     pop = grid_population(snapshot)[sel]
     covered = covered_m2[sel]
-    cpop = _covered_population(area, covered, pop)
-    per_grid = pd.DataFrame(
-        {
-            "code": frame[code_col].to_numpy(dtype=object)[sel],
-            "name": frame[name_col].to_numpy(dtype=object)[sel],
-            "area_m2": area,
-            "covered_m2": covered,
-            "population": pop,
-            "covered_population": cpop,
-        }
+    codes = frame[code_col].to_numpy(dtype=object)[sel]
+    names = frame[name_col].to_numpy(dtype=object)[sel]
+    units, first, group = np.unique(codes.astype(str), return_index=True, return_inverse=True)
+    n = len(units)
+
+    def total(values: FloatArray) -> FloatArray:
+        return np.bincount(group, weights=values, minlength=n)
+
+    figs = ratios(
+        total(area), total(covered), total(pop), total(_covered_population(area, covered, pop))
     )
-    if by == "grid":
-        agg = per_grid.sort_values("code", kind="stable")
-    else:
-        agg = (
-            per_grid.groupby("code", sort=True)
-            .agg(
-                name=("name", "first"),
-                area_m2=("area_m2", "sum"),
-                covered_m2=("covered_m2", "sum"),
-                population=("population", "sum"),
-                covered_population=("covered_population", "sum"),
-            )
-            .reset_index()
-        )
-    figs = ratios(agg["area_m2"], agg["covered_m2"], agg["population"], agg["covered_population"])
-    out = pd.DataFrame({"code": agg["code"].to_numpy(), "name": agg["name"].to_numpy(), **figs})
-    return out.reset_index(drop=True)
+    return pd.DataFrame({"code": units.astype(object), "name": names[first], **figs})
 
 
 @dataclass(frozen=True, eq=False)

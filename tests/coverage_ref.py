@@ -7,6 +7,7 @@ import numpy as np
 import psycopg
 import shapely
 
+from geo_service.snapshot import Snapshot
 from tests.pgref import load_table
 
 REFERENCE_QUAD_SEGS = 64  # finer than the engine's 32, so it stands closer to the true circle
@@ -34,6 +35,28 @@ def load_coverage_tables(
         )
         conn.execute(f"CREATE INDEX ON {prefix}_{kind} USING gist (geom)")
         conn.execute(f"ANALYZE {prefix}_{kind}")
+
+
+def load_snapshot(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    layer: str,
+    keep: np.ndarray | None = None,
+    prefix: str = "cov",
+) -> None:
+    """A snapshot's grids and one point layer (optionally only where ``keep``) into PostGIS."""
+    points = snapshot.points(layer)
+    sel = slice(None) if keep is None else keep
+    load_coverage_tables(
+        conn,
+        snapshot.grids.codes,
+        snapshot.grids.frame.geometry.to_numpy(),
+        points.codes[sel],
+        points.index.lon[sel],
+        points.index.lat[sel],
+        snapshot.projection.epsg,
+        prefix,
+    )
 
 
 def reference_sql(

@@ -22,7 +22,7 @@ from geo_service.coverage import (
 from geo_service.crs import geodesic_distance_m
 from geo_service.schema import LEVELS
 from geo_service.snapshot import Snapshot
-from tests.coverage_ref import load_coverage_tables, reference_coverage
+from tests.coverage_ref import load_snapshot, reference_coverage
 from tests.handmade_city import Site, Square, build, to_lonlat
 
 TOLERANCE = 0.005  # of each unit's area (issue 4)
@@ -239,15 +239,7 @@ def test_every_unit_agrees_with_postgis(
     if service:
         keep = np.array([service in s for s in points.frame["services"]])
     grids = snapshot.grids
-    load_coverage_tables(
-        pg,
-        grids.codes,
-        grids.frame.geometry.to_numpy(),
-        points.codes[keep],
-        points.index.lon[keep],
-        points.index.lat[keep],
-        snapshot.projection.epsg,
-    )
+    load_snapshot(pg, snapshot, layer, keep)
     ref = reference_coverage(pg, radius)
     per_grid = pd.DataFrame(
         {
@@ -277,16 +269,7 @@ def test_every_unit_agrees_with_postgis(
 @pytest.mark.postgis
 def test_gaps_agree_with_postgis(pg: psycopg.Connection, snapshot: Snapshot) -> None:
     layer, radius = "vendor_clusters", 1000.0
-    points = snapshot.points(layer)
-    load_coverage_tables(
-        pg,
-        snapshot.grids.codes,
-        snapshot.grids.frame.geometry.to_numpy(),
-        points.codes,
-        points.index.lon,
-        points.index.lat,
-        snapshot.projection.epsg,
-    )
+    load_snapshot(pg, snapshot, layer)
     (uncovered,) = pg.execute(
         f"""SELECT ST_Area(ST_Difference(
                 (SELECT ST_Union(geom) FROM cov_grids),
