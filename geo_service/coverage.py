@@ -326,7 +326,7 @@ def aggregate(
     n = len(units)
 
     def total(values: FloatArray) -> FloatArray:
-        return np.bincount(group, weights=values, minlength=n)
+        return np.bincount(group, weights=values, minlength=n).astype(np.float64)
 
     figs = ratios(
         total(area), total(covered), total(pop), total(_covered_population(area, covered, pop))

@@ -82,5 +82,5 @@ def reference_coverage(
     prefix: str = "cov",
 ) -> dict[str, tuple[float, float]]:
     """code → (area_m2, covered_m2) from PostGIS."""
-    rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()
     return {code: (float(a), float(c)) for code, a, c in rows}
