@@ -13,6 +13,7 @@ import shapely
 from geo_service.crs import MetricProjection
 from geo_service.schema import LayerName
 from geo_service.snapshot import Snapshot, build_snapshot
+from tests.citybuilder import grid_row
 
 PROJ = MetricProjection(4549)
 X0, Y0 = (float(v) for v in PROJ.forward(119.1, 36.7))
@@ -57,23 +58,17 @@ def build(
     for s in squares:
         corners = [(s.minx, s.miny), (s.maxx, s.miny), (s.maxx, s.maxy), (s.minx, s.maxy)]
         rings.append([to_lonlat(x, y) for x, y in corners])
-    comm = [s.community for s in squares]
-    grids = gpd.GeoDataFrame(
-        {
-            "code": [grid_code(i, c) for i, c in enumerate(comm)],
-            "name": [f"网格{i + 1}" for i in range(len(squares))],
-            "community_code": [f"370705001{c:03d}" for c in comm],
-            "community_name": [f"社区{c}" for c in comm],
-            "street_code": "370705001",
-            "street_name": "测试街道",
-            "district_code": "370705",
-            "district_name": "奎文区",
-            "households": [s.population // 3 for s in squares],
-            "population": [s.population for s in squares],
-        },
-        geometry=shapely.polygons(rings) if rings else gpd.GeoSeries([]),
-        crs=4326,
-    )
+    rows = [
+        grid_row(
+            grid_code(i, s.community),
+            shapely.Polygon(ring),
+            name=f"网格{i + 1}",
+            households=s.population // 3,
+            population=s.population,
+        )
+        for i, (s, ring) in enumerate(zip(squares, rings, strict=True))
+    ]
+    grids = gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
 
     def points(sites: Sequence[Site], prefix: str) -> gpd.GeoDataFrame:
         lonlat = [to_lonlat(p.x, p.y) for p in sites]
