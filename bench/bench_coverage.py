@@ -104,12 +104,14 @@ def bench_default(conn: psycopg.Connection) -> list[str]:
         lon, lat = rng.uniform(minx, maxx, 4000), rng.uniform(miny, maxy, 4000)
         inside = snap.grids.index.locate(lon, lat) >= 0
         lon, lat = lon[inside][:100], lat[inside][:100]
-        times = []
-        for x, y in zip(lon, lat, strict=True):
-            t = time.perf_counter()
-            what_if(snap, layer, 1000.0, [x], [y], by="community")
-            times.append(time.perf_counter() - t)
-        ms = np.array(times) * 1000
+        times = np.zeros((3, len(lon)))  # each site three times: contention vs the algorithm
+        for rep in range(3):
+            for k, (x, y) in enumerate(zip(lon, lat, strict=True)):
+                t = time.perf_counter()
+                what_if(snap, layer, 1000.0, [x], [y], by="community")
+                times[rep, k] = time.perf_counter() - t
+        ms = times.ravel() * 1000
+        worst_site = times.min(axis=0).max() * 1000
         removed = []
         for code in snap.points(layer).codes[:20]:
             t = time.perf_counter()
@@ -117,12 +119,13 @@ def bench_default(conn: psycopg.Connection) -> list[str]:
             removed.append(time.perf_counter() - t)
         print(
             f"what-if {layer}: add one median {np.median(ms):.1f} ms, p95 "
-            f"{np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms"
+            f"{np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms, slowest site {worst_site:.1f} ms"
         )
         rows.append(
-            f"| what-if, add one site ({layer}, 1 km, by community), {len(ms)} random sites | "
-            f"median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, max "
-            f"{ms.max():.1f} ms | | goal < 200 ms |"
+            f"| what-if, add one site ({layer}, 1 km, by community), {len(lon)} random sites x 3 "
+            f"| median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, max "
+            f"{ms.max():.1f} ms; slowest site at its best of 3: {worst_site:.1f} ms "
+            f"| | goal < 200 ms |"
         )
         rows.append(
             f"| what-if, remove one ({layer}), 20 facilities | median "
@@ -168,7 +171,8 @@ def record(rows: list[str], command: str, conn: psycopg.Connection) -> None:
             "",
             f"Command: `{command}`  ",
             f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-            f"{os.cpu_count()} cores (shared); shapely {shapely.__version__} "
+            f"{os.cpu_count()} cores shared with other jobs (load average "
+            f"{os.getloadavg()[0]:.1f} at the end); shapely {shapely.__version__} "
             f"(GEOS {shapely.geos_version_string}), PostGIS {postgis}, PostGIS with "
             "max_parallel_workers_per_gather = 0. Times are the best of 3 for the engine and one "
             "run for PostGIS; the PostGIS query is the LATERAL per-grid form "
