@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from geo_service.hours import check as check_hours
+
 
 class LayerName(StrEnum):
     grids = "grids"
@@ -90,7 +92,7 @@ STALLS = LayerSchema(
         Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
         Field("name"),
         Field("services", FieldType.text_list, choices=SERVICES),
-        Field("hours"),
+        Field("hours", checks=(check_hours,)),  # OSM opening_hours syntax
         Field("status", choices=STALL_STATUSES),
         Field("address", required=False),
         Field("operator", required=False),
@@ -108,7 +110,7 @@ VENDOR_CLUSTERS = LayerSchema(
         Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
         Field("name"),
         Field("kind", choices=CLUSTER_KINDS),
-        Field("hours"),
+        Field("hours", checks=(check_hours,)),  # OSM opening_hours syntax
         Field("pitches", FieldType.integer, required=False, minimum=0),
         Field("status", choices=STALL_STATUSES),
         Field("address", required=False),
