@@ -127,3 +127,35 @@ def grid_of(snapshot: Snapshot, layer: PointLayer, i: int) -> dict[str, Any] | N
     """The GRID (with its officer) the facility stands in, found spatially."""
     g = int(layer.grid_index[i])
     return snapshot.grids.properties[g] if g >= 0 else None
+
+
+def community_points(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Communities a resident can pick instead of sharing their location: a WGS84 point inside
+    each (``representative_point``, never outside a concave outline), labelled with its
+    district and street."""
+    units = snapshot.units("community")
+    pts = units.geometry.representative_point().to_numpy()
+    frame = snapshot.grids.frame
+    parents = (
+        frame.groupby("community_code", sort=True)[["district_name", "street_name"]]
+        .first()
+        .reindex(units["code"])
+    )
+    return [
+        {
+            "code": code,
+            "name": name,
+            "street": street,
+            "district": district,
+            "lon": round(float(p.x), 7),
+            "lat": round(float(p.y), 7),
+        }
+        for code, name, street, district, p in zip(
+            units["code"],
+            units["name"],
+            parents["street_name"],
+            parents["district_name"],
+            pts,
+            strict=True,
+        )
+    ]
