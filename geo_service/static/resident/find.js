@@ -21,6 +21,7 @@
   function initMap() {
     if (!window.L) return;
     map = L.map("map", { scrollWheelZoom: false }).setView([cfg.center[1], cfg.center[0]], 13);
+    map.attributionControl.setPrefix("Leaflet");
     L.tileLayer(cfg.tiles, { subdomains: "1234", maxZoom: 18, attribution: "© 高德地图" }).addTo(map);
     marks = L.layerGroup().addTo(map);
     map.on("click", function (e) {
@@ -126,7 +127,6 @@
   $("filters").addEventListener("change", search);
   $("locate").addEventListener("click", locate);
 
-  initMap();
   var params = new URLSearchParams(location.search), pick = params.get("community");
   if (params.get("lon") && params.get("lat")) {
     setPoint(parseFloat(params.get("lon")), parseFloat(params.get("lat")), params.get("crs") || "wgs84", "所选位置");
@@ -134,6 +134,7 @@
     $("community").value = pick.replace(/\D/g, "");
     $("community").dispatchEvent(new Event("change"));
   } else {
-    locate();
+    locate();  // ask first: the answer comes back while the map is being set up
   }
+  initMap();
 })();

@@ -6,6 +6,7 @@
   var d = JSON.parse(data.textContent);
   var here = [d.stall.gcj[1], d.stall.gcj[0]];  // GCJ-02, as Amap tiles are drawn
   var map = L.map(el, { scrollWheelZoom: false }).setView(here, 16);
+  map.attributionControl.setPrefix("Leaflet");
   L.tileLayer(d.tiles, { subdomains: "1234", maxZoom: 18, attribution: "© 高德地图" }).addTo(map);
   var pts = [here];
   d.others.forEach(function (o) {
