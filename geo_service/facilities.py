@@ -65,9 +65,7 @@ def active_mask(layer: PointLayer) -> BoolArray:
 def open_mask(layer: PointLayer, at: datetime | None = None) -> BoolArray:
     """Open at ``at`` (default now, Asia/Shanghai): active and within the opening hours."""
     frame = layer.frame
-    return hours.open_mask(
-        frame["hours"].tolist(), frame["status"].tolist(), hours.local_time(at)
-    )
+    return hours.open_mask(frame["hours"].tolist(), frame["status"].tolist(), hours.local_time(at))
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def _when_text(moment: datetime, now: datetime) -> str:
 
 
 def state_text(hours: str | None, at: datetime | None = None) -> str:
-    """"营业中 · 18:00 收摊" / "休息中 · 明天 08:00 开门", from the hours alone."""
+    """The badge text, e.g. "营业中 · 18:00 收摊" or "休息中 · 明天 08:00 开门"."""
     now = local_time(at)
     if check(hours) is not None:
         return "营业时间未知"

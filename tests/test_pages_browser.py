@@ -186,7 +186,9 @@ def test_find_with_location_lists_nearest_first(
         ".includes('XLP')).every(m => m.textContent.includes('修锁配钥匙'))"
     )
     rows = result_rows(page, "#results")
-    want = nearest_by_geod(HERE["longitude"], HERE["latitude"], lambda s: "修锁配钥匙" in s["services"])
+    want = nearest_by_geod(
+        HERE["longitude"], HERE["latitude"], lambda s: "修锁配钥匙" in s["services"]
+    )
     assert [r["code"] for r in rows] == [c for c, _ in want[: len(rows)]]
     assert phone.errors == []
 
@@ -334,12 +336,15 @@ def test_retired_and_suspended_stall_pages(snapshot: Any) -> None:
         assert r.status_code == 200
         assert 'id="status-note"' in r.text and "暂停营业" in r.text
         assert 'class="state closed"' in r.text
-        assert c.get(f"/s/{suspended.lower()}", follow_redirects=False).headers[
-            "location"
-        ] == f"/s/{suspended}"
+        assert (
+            c.get(f"/s/{suspended.lower()}", follow_redirects=False).headers["location"]
+            == f"/s/{suspended}"
+        )
 
 
-def test_qr_svg_rasterised_by_chromium_decodes(phone: Phone, live_server: str, tmp_path: Path) -> None:
+def test_qr_svg_rasterised_by_chromium_decodes(
+    phone: Phone, live_server: str, tmp_path: Path
+) -> None:
     code = STALLS[3]["code"]
     page = phone.page
     page.set_content(

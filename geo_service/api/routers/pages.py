@@ -114,7 +114,9 @@ async def stall_page(
         nav=nav_links(stall["lon"], stall["lat"], stall["name"], stall.get("address")),
         map_data={
             "stall": {"name": stall["name"], "gcj": stall["gcj"]},
-            "others": [{"name": a["name"], "code": a["code"], "gcj": a["gcj"]} for a in alternatives],
+            "others": [
+                {"name": a["name"], "code": a["code"], "gcj": a["gcj"]} for a in alternatives
+            ],
             "tiles": AMAP_TILES,
         },
     )

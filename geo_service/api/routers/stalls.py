@@ -108,12 +108,12 @@ def _check_bounds(k: int, max_distance_m: float | None, settings: Settings) -> N
 
 def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
     """nearest, listing and by-code endpoints for one layer."""
-    FilterEnum = spec.filter_enum  # noqa: N806 - a type used in the annotations below
+    FilterEnum = spec.filter_enum
     filter_help = (
         f"Keep only those offering any of these (repeat the parameter for several): "
         f"{', '.join(e.value for e in FilterEnum)}"
     )
-    FilterQuery = Annotated[  # noqa: N806
+    FilterQuery = Annotated[
         list[FilterEnum] | None,  # type: ignore[valid-type]
         Query(alias=spec.filter_param, description=filter_help),
     ]
