@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 import prcoords
 import pyproj
 import pytest
@@ -21,9 +20,10 @@ import zxingcpp
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests import rawdata
+
 pytestmark = pytest.mark.browser
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 GEOD = pyproj.Geod(ellps="WGS84")
 LAUNCH_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -39,26 +39,12 @@ WECHAT_UA = (
 HERE = {"longitude": 119.1575, "latitude": 36.7105, "accuracy": 20}
 
 
-def stalls() -> list[dict[str, Any]]:
-    feats = json.loads((DATA / "stalls.geojson").read_text(encoding="utf-8"))["features"]
-    out = []
-    for f in feats:
-        p = dict(f["properties"])
-        p["lon"], p["lat"] = f["geometry"]["coordinates"][:2]
-        p["services"] = [s for s in str(p["services"]).split(";") if s]
-        out.append(p)
-    return out
-
-
-STALLS = stalls()
+STALLS = rawdata.points("stalls")
 
 
 def nearest_by_geod(lon: float, lat: float, keep: Any = lambda s: True) -> list[tuple[str, float]]:
-    cand = [s for s in STALLS if s["status"] == "active" and keep(s)]
-    _, _, d = GEOD.inv(np.full(len(cand), lon), np.full(len(cand), lat),
-                       [s["lon"] for s in cand], [s["lat"] for s in cand])  # fmt: skip
-    return sorted(((s["code"], float(x)) for s, x in zip(cand, d, strict=True)),
-                  key=lambda t: (t[1], t[0]))  # fmt: skip
+    """Active stalls passing ``keep``, ranked by pyproj.Geod over the raw GeoJSON."""
+    return rawdata.geodesic_ranking(STALLS, lon, lat, lambda s: s["status"] == "active" and keep(s))
 
 
 def shown_distance_ok(text: str, reference_m: float) -> bool:

@@ -167,7 +167,7 @@ def _nearest_models(key: str, item: type[BaseModel]) -> tuple[type[BaseModel], t
         point=(PointEcho, ...),
         at=(str, Field(description="The moment open_now refers to (ISO 8601, Asia/Shanghai)")),
         walk=(WalkEstimate, ...),
-        results=(list[result], Field(description="Nearest first")),  # type: ignore[valid-type]
+        results=(list[result], Field(description="Nearest first")),
     )
     return result, response
 

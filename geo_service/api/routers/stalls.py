@@ -195,7 +195,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         at: AtDep,
         offers: FilterQuery = None,
         status: Annotated[
-            list[Status] | None,  # type: ignore[valid-type]
+            list[Status] | None,
             Query(description="Keep only these statuses (repeatable)"),
         ] = None,
         open_now: Annotated[bool, Query(description="Only those open at `at`")] = False,
