@@ -190,6 +190,9 @@ def test_inactive_stalls_only_on_request(client: TestClient) -> None:
         ({"max_distance_m": 60000}, "max_distance_m", ["50000"]),
         ({"max_distance_m": -5}, "max_distance_m", []),
         ({"at": "tomorrow"}, "at", ["tomorrow"]),
+        ({"at": "2025-02-30T10:00"}, "at", []),
+        ({"at": "9999-12-31T23:59:59-12:00"}, "at", ["year"]),  # would overflow at +08:00
+        ({"at": "0001-01-01T00:00:00+14:00"}, "at", ["year"]),
         ({"crs": "mars"}, "crs", []),
         ({"lat": 95}, "lat", []),
         ({"lon": "abc"}, "lon", []),

@@ -43,6 +43,7 @@ WALK_METHOD = (
     "than the crow flies; about 1.3 in a city street grid) ÷ speed_m_per_min (70 m/min, "
     "4.2 km/h, an unhurried adult). An estimate, not a route."
 )
+AT_YEARS = (1900, 2199)
 AT_HELP = (
     "The moment `open_now` refers to, ISO 8601 (`2025-03-08T19:00`, read as Asia/Shanghai "
     "time, or with an offset such as `+08:00`, URL-encoded as `%2B08:00`). Default: now."
@@ -56,9 +57,12 @@ def at_param(at: Annotated[str | None, Query(description=AT_HELP)] = None) -> da
         return hours.local_time()
     text = re.sub(r" (\d{2}:?\d{2})$", r"+\1", at.strip())
     try:
-        return hours.local_time(datetime.fromisoformat(text))
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise bad_request(f"not an ISO 8601 date-time: {at!r}", "at") from None
+    if not AT_YEARS[0] <= when.year <= AT_YEARS[1]:  # also keeps the +08:00 shift in range
+        raise bad_request(f"year must lie within {AT_YEARS[0]}..{AT_YEARS[1]}: {at!r}", "at")
+    return hours.local_time(when)
 
 
 AtDep = Annotated[datetime, Depends(at_param)]
