@@ -23,6 +23,7 @@ from geo_service.snapshot import PointLayer
 ERROR_LEVEL = "m"
 BORDER = 4  # quiet zone in modules, as the QR standard requires
 PNG_SCALE = 10  # pixels per module: a 33-module code becomes ~410 px
+SVG_SCALE = 4  # user units per module (the SVG scales without loss anyway)
 PER_PAGE = (3, 4)  # columns, rows on A4
 CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei")
 
@@ -36,9 +37,11 @@ def make(url: str) -> segno.QRCode:
     return segno.make(url, error=ERROR_LEVEL, boost_error=False, micro=False)
 
 
-def svg_bytes(url: str, title: str | None = None) -> bytes:
+def svg_bytes(url: str, title: str | None = None, scale: int = SVG_SCALE) -> bytes:
     out = io.BytesIO()
-    make(url).save(out, kind="svg", scale=4, border=BORDER, title=title, xmldecl=False, svgns=True)
+    make(url).save(
+        out, kind="svg", scale=scale, border=BORDER, title=title, xmldecl=False, svgns=True
+    )
     return out.getvalue()
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from geo_service import facilities, hours, qr
-from geo_service.api.deps import BBoxDep, PointDep, SettingsDep, SnapshotDep
+from geo_service.api.deps import BBoxDep, PageDep, PointDep, SettingsDep, SnapshotDep
 from geo_service.api.errors import bad_request, not_found
 from geo_service.api.geojson import collection, feature, geometries_json
 from geo_service.api.models import (
@@ -194,7 +194,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
     async def listing(
         request: Request,
         snap: SnapshotDep,
-        settings: SettingsDep,
+        page: PageDep,
         bbox: BBoxDep,
         at: AtDep,
         offers: FilterQuery = None,
@@ -203,25 +203,20 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
             Query(description="Keep only these statuses (repeatable)"),
         ] = None,
         open_now: Annotated[bool, Query(description="Only those open at `at`")] = False,
-        limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
-        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> GeoJSONResponse:
-        limit = settings.page_limit_default if limit is None else limit
-        if limit > settings.page_limit_max:
-            raise bad_request(f"at most {settings.page_limit_max}", "limit")
         layer = snap.points(spec.layer)
         filters = facilities.Filters(offers=values(offers), open_at=at if open_now else None)
         hits = facilities.in_bbox(layer, bbox, filters)
         if status:
             wanted = [s.value for s in status]
             hits = hits[np.isin(layer.frame["status"].to_numpy(dtype=object)[hits], wanted)]
-        page = hits[offset : offset + limit]
-        geoms = geometries_json(layer.frame.geometry.to_numpy()[page])
+        rows = hits[page.offset : page.offset + page.limit]
+        geoms = geometries_json(layer.frame.geometry.to_numpy()[rows])
         feats = []
-        for i, g in zip(page, geoms, strict=True):
+        for i, g in zip(rows, geoms, strict=True):
             props = facilities.describe(layer, int(i), at)
             feats.append(feature(props["code"], g, props))
-        return GeoJSONResponse(collection(feats, len(hits), request.url, offset, limit))
+        return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
 
     @router.get(
         spec.prefix + "/{code}",
@@ -267,47 +262,43 @@ VENDOR_CLUSTERS = FacilityEndpoints(
     example_code="TDQ-370705-01",
 )
 
-# QR routes first: "/{code}/qr.svg" must not be read as a code.
+QR_MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
 QR_CACHE = "public, max-age=86400"
 
 
-@router.get(
-    "/api/v1/stalls/{code}/qr.svg",
-    tags=[STALLS.tag],
-    summary="The printable QR code of a stall's page, SVG",
-    response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}},
-)
-async def stall_qr_svg(
-    code: Annotated[str, Path(examples=[STALLS.example_code])],
-    snap: SnapshotDep,
-    settings: SettingsDep,
-) -> Response:
-    """Encodes `{public_base_url}/s/{code}` (error correction M), the page the sign opens."""
-    i = layer_code(snap, snap.stalls, code)
-    rec = snap.stalls.records[i]
-    body = qr.svg_bytes(qr.page_url(settings.public_base_url, rec["code"]), rec["name"])
-    return Response(body, media_type="image/svg+xml", headers={"Cache-Control": QR_CACHE})
+def add_qr_route(router: APIRouter, kind: str) -> None:
+    """``/api/v1/stalls/{code}/qr.svg`` and ``qr.png``: the code printed on the stall's sign."""
+
+    async def stall_qr(
+        code: Annotated[str, Path(examples=[STALLS.example_code])],
+        snap: SnapshotDep,
+        settings: SettingsDep,
+        scale: Annotated[int, Query(ge=1, le=40, description="Pixels per module")] = (
+            qr.PNG_SCALE if kind == "png" else qr.SVG_SCALE
+        ),
+    ) -> Response:
+        i = layer_code(snap, snap.stalls, code)
+        rec = snap.stalls.records[i]
+        url = qr.page_url(settings.public_base_url, rec["code"])
+        body = qr.svg_bytes(url, rec["name"], scale) if kind == "svg" else qr.png_bytes(url, scale)
+        return Response(body, media_type=QR_MEDIA[kind], headers={"Cache-Control": QR_CACHE})
+
+    router.add_api_route(
+        f"/api/v1/stalls/{{code}}/qr.{kind}",
+        stall_qr,
+        methods=["GET"],
+        name=f"stall_qr_{kind}",
+        tags=[STALLS.tag],
+        summary=f"The printable QR code of a stall's page, {kind.upper()}",
+        description="Encodes `{public_base_url}/s/{code}` (error correction M), the page the "
+        "sign opens.",
+        response_class=Response,
+        responses={200: {"content": {QR_MEDIA[kind]: {}}}},
+    )
 
 
-@router.get(
-    "/api/v1/stalls/{code}/qr.png",
-    tags=[STALLS.tag],
-    summary="The printable QR code of a stall's page, PNG",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
-)
-async def stall_qr_png(
-    code: Annotated[str, Path(examples=[STALLS.example_code])],
-    snap: SnapshotDep,
-    settings: SettingsDep,
-    scale: Annotated[int, Query(ge=1, le=40, description="Pixels per module")] = qr.PNG_SCALE,
-) -> Response:
-    """Encodes `{public_base_url}/s/{code}` (error correction M), the page the sign opens."""
-    i = layer_code(snap, snap.stalls, code)
-    body = qr.png_bytes(qr.page_url(settings.public_base_url, snap.stalls.codes[i]), scale)
-    return Response(body, media_type="image/png", headers={"Cache-Control": QR_CACHE})
-
-
+# QR routes first: "/{code}/qr.svg" must not be read as a code.
+for _kind in QR_MEDIA:
+    add_qr_route(router, _kind)
 add_facility_routes(router, STALLS)
 add_facility_routes(router, VENDOR_CLUSTERS)
