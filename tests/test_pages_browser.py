@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import prcoords
 import pyproj
 import pytest
+import shapely
 import zxingcpp
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -198,6 +199,8 @@ def test_find_with_location_refused_then_community_and_map_tap(
     rows = result_rows(page, "#results")
     want = nearest_by_geod(lon, lat)
     assert [r["code"] for r in rows] == [c for c, _ in want[: len(rows)]]
+    page.wait_for_timeout(300)  # let Leaflet finish its zoom animation
+    assert page.locator("#map path.leaflet-interactive").count() == len(rows) + 1
     page.screenshot(path=str(artifacts / "find-refused-community.png"), full_page=True)
 
     # tap the map: Leaflet gives GCJ-02 (the tiles' system) and the page says so to the API
@@ -216,6 +219,31 @@ def test_find_with_location_refused_then_community_and_map_tap(
     assert len(rows) == 10 and [r["code"] for r in rows] == [c for c, _ in want]
     for r, (_, d) in zip(rows, want, strict=True):
         assert abs(float(r["distance"]) - d) <= 1.0 and shown_distance_ok(r["text"], d)
+    assert phone_refused.errors == []
+
+
+def test_find_from_a_community_poster(phone_refused: Phone, live_server: str) -> None:
+    """``/find?community=CODE`` (a poster's QR code) starts from that community, no location
+    needed; the point searched from lies inside the community's grids."""
+    community = rawdata.properties("grids")[next(iter(rawdata.properties("grids")))][
+        "community_code"
+    ]
+    page = phone_refused.page
+    page.goto(f"{live_server}/find?community={community}")
+    page.wait_for_selector("#results > li")
+    assert page.input_value("#community") == community
+    option = page.locator(f"#community option[value='{community}']")
+    lon = float(option.get_attribute("data-lon") or "nan")
+    lat = float(option.get_attribute("data-lat") or "nan")
+    inside = [
+        c for c, g in rawdata.geometries("grids").items()
+        if g.covers(shapely.Point(lon, lat))
+    ]  # fmt: skip
+    assert inside and all(
+        rawdata.properties("grids")[c]["community_code"] == community for c in inside
+    )
+    rows = result_rows(page, "#results")
+    assert [r["code"] for r in rows] == [c for c, _ in nearest_by_geod(lon, lat)[: len(rows)]]
     assert phone_refused.errors == []
 
 
