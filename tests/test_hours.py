@@ -99,7 +99,8 @@ def test_bad_strings_are_reported_not_raised(bad: str) -> None:
 
 
 def test_bad_hours_reported_at_load_by_row(tmp_path: Path) -> None:
-    """Rows with unparsable hours are reported with row, code and reason; the rest load."""
+    """Rows with unparsable hours are reported with row, code and reason, and still load:
+    residents still find the stall (never "open now"), and the clerk is told what to fix."""
     rows = [
         ("XLP-370705-901", "08:00-18:00"),
         ("XLP-370705-902", "8点到18点"),
@@ -121,7 +122,11 @@ def test_bad_hours_reported_at_load_by_row(tmp_path: Path) -> None:
     path = tmp_path / "stalls.geojson"
     frame.to_file(path, driver="GeoJSON")
     loaded, report = load_layer(path, "stalls")
-    assert loaded["code"].tolist() == ["XLP-370705-901", "XLP-370705-903"]
+    assert loaded["code"].tolist() == [r[0] for r in rows]
+    assert all(p.action == "warning" for p in report.problems)
+    bad_hours = loaded.set_index("code")["hours"]
+    assert not hours.is_open(bad_hours["XLP-370705-902"], at("2025-03-03 12:00"))
+    assert hours.is_open(bad_hours["XLP-370705-901"], at("2025-03-03 12:00"))
     bad = {(p.row, p.code, p.field) for p in report.problems}
     assert bad == {(2, "XLP-370705-902", "hours"), (4, "XLP-370705-904", "hours")}
     assert all("opening_hours" in p.message for p in report.problems)
