@@ -213,6 +213,38 @@ def synth(
     console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
 
 
+@app.command(name="qr")
+def qr_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("qr"),
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL printed in the codes (default: GEO_SERVICE_PUBLIC_BASE_URL)"),
+    ] = None,
+    pdf: Annotated[bool, typer.Option(help="Also write sheet.pdf (needs a CJK font)")] = True,
+) -> None:
+    """Write every stall's QR code (svg/CODE.svg, png/CODE.png) and a printable A4 sheet with
+    the electronic number and name under each code (sheet.html, sheet.pdf) for the sign-maker."""
+    from geo_service.qr import write_all
+
+    settings = Settings()
+    base = base_url or settings.public_base_url
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    if base.startswith(("http://127.", "http://localhost")):
+        err.print(
+            f"[yellow]the codes will point at {base}, which phones cannot reach: set "
+            "GEO_SERVICE_PUBLIC_BASE_URL or --base-url to the public address[/]"
+        )
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{len(snap.stalls)} stall codes", total=len(snap.stalls))
+        result = write_all(
+            snap.stalls, base, out, pdf=pdf, progress=lambda n: progress.advance(task, n)
+        )
+    for note in result.notes:
+        err.print(f"[yellow]{note}[/]")
+    sheets = ", ".join(str(p) for p in (result.sheet_html, result.sheet_pdf) if p)
+    console.print(f"wrote {len(result.codes)} codes to {out}/svg and {out}/png; sheet: {sheets}")
+
+
 @app.command()
 def coverage(
     layer: Annotated[LayerName, typer.Option(help="stalls or vendor_clusters")],
