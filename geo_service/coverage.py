@@ -132,8 +132,12 @@ def facility_indices(
             )
         offered = points.frame.get("services", [])
         keep &= np.array([service in (s if s is not None else ()) for s in offered], dtype=bool)
-    if active_only and "status" in points.frame:
-        keep &= points.frame["status"].to_numpy(dtype=object) == "active"
+    if "status" in points.frame:
+        status = points.frame["status"].to_numpy(dtype=object)
+        # A retired facility serves nobody; suspended or relocated ones count unless active_only.
+        keep &= status != "retired"
+        if active_only:
+            keep &= status == "active"
     return np.flatnonzero(keep).astype(np.int64)
 
 
