@@ -15,7 +15,7 @@ from rich.table import Table
 
 from geo_service.crs import PointCRS, to_wgs84
 from geo_service.dataset import layer_path, load_dataset
-from geo_service.layers import LayerFileError, load_layer
+from geo_service.layers import LayerFileError, Problem, load_layer
 from geo_service.schema import LayerName
 from geo_service.settings import Settings
 
@@ -69,21 +69,23 @@ def locate(
     snap = load_dataset(settings.data_dir, settings.dataset_name)
     x, y = to_wgs84(lon, lat, crs)
     i = int(snap.grids.index.locate(x, y)[0])
+    distance_m = None
     if i >= 0:
         grid = snap.grids.properties[i]
         result = {"grid": grid, "nearest": None}
     else:
         j, d = snap.grids.index.nearest(x, y)
         grid = snap.grids.properties[int(j[0])]
-        result = {"grid": None, "nearest": {"grid": grid, "distance_m": round(float(d[0]), 1)}}
+        distance_m = round(float(d[0]), 1)
+        result = {"grid": None, "nearest": {"grid": grid, "distance_m": distance_m}}
     if as_json:
         console.print_json(json.dumps(result, ensure_ascii=False))
         return
     if i < 0:
         console.print(
             f"No grid contains this point; nearest is {grid['code']} "
-            f"{grid['name']}, {result['nearest']['distance_m']} m away."
-        )  # type: ignore[index]
+            f"{grid['name']}, {distance_m} m away."
+        )
         raise typer.Exit(1)
     table = Table(show_header=False)
     table.add_row("网格 grid", f"{grid['code']} {grid['name']}")
@@ -96,7 +98,7 @@ def locate(
     console.print(table)
 
 
-def _print_problems(report_problems: list, limit: int = 50) -> None:  # type: ignore[type-arg]
+def _print_problems(report_problems: list[Problem], limit: int = 50) -> None:
     for p in report_problems[:limit]:
         colour = "yellow" if p.action != "rejected" else "red"
         err.print(f"[{colour}]{p}[/]")
@@ -209,6 +211,91 @@ def synth(
             out, grids, n_stalls, n_clusters, seed, progress=lambda n: progress.advance(task, n)
         )
     console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
+
+
+@app.command(name="qr")
+def qr_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("qr"),
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL printed in the codes (default: GEO_SERVICE_PUBLIC_BASE_URL)"),
+    ] = None,
+    pdf: Annotated[bool, typer.Option(help="Also write sheet.pdf (needs a CJK font)")] = True,
+) -> None:
+    """Write every stall's QR code (svg/CODE.svg, png/CODE.png) and a printable A4 sheet with
+    the electronic number and name under each code (sheet.html, sheet.pdf) for the sign-maker."""
+    from geo_service.qr import write_all
+
+    settings = Settings()
+    base = base_url or settings.public_base_url
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    if base.startswith(("http://127.", "http://localhost")):
+        err.print(
+            f"[yellow]the codes will point at {base}, which phones cannot reach: set "
+            "GEO_SERVICE_PUBLIC_BASE_URL or --base-url to the public address[/]"
+        )
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{len(snap.stalls)} stall codes", total=len(snap.stalls))
+        result = write_all(
+            snap.stalls, base, out, pdf=pdf, progress=lambda n: progress.advance(task, n)
+        )
+    for note in result.notes:
+        err.print(f"[yellow]{note}[/]")
+    sheets = ", ".join(str(p) for p in (result.sheet_html, result.sheet_pdf) if p)
+    console.print(f"wrote {len(result.codes)} codes to {out}/svg and {out}/png; sheet: {sheets}")
+
+
+@app.command()
+def coverage(
+    layer: Annotated[LayerName, typer.Option(help="stalls or vendor_clusters")],
+    radius: Annotated[float, typer.Option(help="Radius in metres (300/500/1000: life circles)")],
+    by: Annotated[str, typer.Option(help="grid, community, street or district")] = "grid",
+    service: Annotated[
+        str | None, typer.Option(help="Only stalls offering 修鞋, 修车 or 修锁配钥匙")
+    ] = None,
+    active_only: Annotated[bool, typer.Option(help="Only facilities with status active")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Report path: writes .html, .csv, .geojson and -gaps.geojson")
+    ] = Path("coverage.html"),
+) -> None:
+    """Coverage of a layer within a radius by grid, community, street or district: CSV and
+    GeoJSON of the units, GeoJSON of the gaps, and an HTML report with a map and a bar chart."""
+    from geo_service.coverage import CoverageInputError, check_radius, compute_coverage
+    from geo_service.coverage_report import write_report
+
+    settings = Settings()
+    try:
+        check_radius(radius, settings.max_radius_m)
+    except CoverageInputError as exc:
+        err.print(f"[red]--radius: {exc.message}[/]")
+        raise typer.Exit(2) from None
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"coverage of {len(snap.grids):,} grids", total=len(snap.grids))
+        try:
+            result = compute_coverage(
+                snap,
+                layer.value,
+                radius,
+                by,
+                service,
+                active_only=active_only,
+                progress=lambda n: progress.advance(task, n),
+            )
+        except CoverageInputError as exc:
+            err.print(f"[red]--{exc.field.replace('_m', '').replace('_', '-')}: {exc.message}[/]")
+            raise typer.Exit(2) from None
+        progress.add_task("gaps and report", total=None)
+        files = write_report(result, out, settings.dataset_name)
+    o = result.overall
+    console.print(
+        f"{layer.value} within {radius:g} m: area {o['area_ratio']:.1%} "
+        f"({o['covered_m2'] / 1e6:,.2f} of {o['area_m2'] / 1e6:,.2f} km²), population "
+        f"{o['population_ratio']:.1%} ({o['covered_population']:,.0f} of {o['population']:,.0f}); "
+        f"{len(result.gaps)} gaps"
+    )
+    for path in (files.html, files.csv, files.geojson, files.gaps):
+        console.print(f"  wrote {path}")
 
 
 if __name__ == "__main__":

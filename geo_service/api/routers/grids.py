@@ -13,6 +13,7 @@ from geo_service.api.deps import (
     CRSQuery,
     LatQuery,
     LonQuery,
+    PageDep,
     QueryPoint,
     SettingsDep,
     SnapshotDep,
@@ -101,7 +102,8 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
     except BulkInputError as exc:
         raise bad_request(exc.message, exc.field) from None
     idx = snap.grids.index.locate(lon, lat)
-    codes = np.append(snap.grids.codes, None)[idx]  # -1 picks the trailing None
+    with_none = np.append(snap.grids.codes, np.array([None], dtype=object))
+    codes = with_none[idx]  # -1 picks the trailing None
     return JSONResponse({"codes": codes.tolist(), "located": int((idx >= 0).sum())})
 
 
@@ -114,17 +116,12 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
 async def list_grids(
     request: Request,
     snap: SnapshotDep,
-    settings: SettingsDep,
+    page: PageDep,
     bbox: BBoxDep,
     district: Annotated[str | None, Query(description="6-digit district code")] = None,
     street: Annotated[str | None, Query(description="9-digit street code")] = None,
     community: Annotated[str | None, Query(description="12-digit community code")] = None,
-    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> GeoJSONResponse:
-    limit = settings.page_limit_default if limit is None else limit
-    if limit > settings.page_limit_max:
-        raise bad_request(f"at most {settings.page_limit_max}", "limit")
     frame = snap.grids.frame
     mask = np.ones(len(frame), dtype=bool)
     if bbox is not None:
@@ -142,11 +139,11 @@ async def list_grids(
                 raise not_found(f"unknown {column.removesuffix('_code')} code {value!r}")
             mask &= col == value
     hits = np.flatnonzero(mask)
-    page = hits[offset : offset + limit]
-    geoms = geometries_json(frame.geometry.to_numpy()[page])
+    rows = hits[page.offset : page.offset + page.limit]
+    geoms = geometries_json(frame.geometry.to_numpy()[rows])
     props = snap.grids.properties
-    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(page, geoms, strict=True)]
-    return GeoJSONResponse(collection(feats, len(hits), request.url, offset, limit))
+    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(rows, geoms, strict=True)]
+    return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
 
 
 @router.get(
