@@ -55,10 +55,11 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     app.state.backend_name = backend_name
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     install_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(service.router)
+    # Routes are matched in order: the hot lookups first, the catch-all static mount last.
     app.include_router(grids.router)
+    app.include_router(service.router)
     app.include_router(stalls.router)
     app.include_router(pages.router)
     app.include_router(coverage.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
