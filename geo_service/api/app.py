@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from geo_service import __version__
+from geo_service.api.compression import GZipMiddleware
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
 from geo_service.api.routers import coverage, grids, pages, service, stalls
