@@ -39,3 +39,19 @@ def create_app(
         return {"code": codes[hits[0]] if len(hits) else None}
 
     return app
+
+
+def create_handler_app(data_dir: Path | None = None) -> FastAPI:
+    """geo_service's own GET locate handler alone in a bare FastAPI app (no docs, middleware or
+    other routers): separates the cost of the handler from the cost of the full application."""
+    from geo_service.api.responses import JSONResponse
+    from geo_service.api.routers.grids import locate
+    from geo_service.dataset import load_dataset
+    from geo_service.snapshot import SnapshotStore
+
+    app = FastAPI(default_response_class=JSONResponse)
+    app.state.store = SnapshotStore(
+        load_dataset(data_dir or Path(os.environ["GEO_SERVICE_DATA_DIR"]))
+    )
+    app.add_api_route("/api/v1/grids/locate", locate, response_model=None)
+    return app
