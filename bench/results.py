@@ -71,4 +71,4 @@ def print_table(title: str, heads: list[str], rows: list[list[str]]) -> None:
         table.add_column(head)
     for row in rows:
         table.add_row(*row)
-    Console(width=160).print(table)
+    Console(width=200).print(table)
