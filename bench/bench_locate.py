@@ -597,6 +597,8 @@ def bench_http(
     servers = {k: Server(app, data_dir, OUT / f"server_{k}.log") for k, (app, _) in SERVERS.items()}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in SERVERS}  # (req/s, CPU s/req)
     tool = ""
+    if not shutil.which("wrk"):
+        say("wrk not found (Debian: apt-get install wrk); falling back to a Python httpx loop")
     with servers["ours"], servers["handler"], servers["bare"]:  # idle servers cost no CPU
         checked = check_servers(servers["ours"], servers["bare"], lon, lat)
         say(f"servers agree on {checked} sample points; {seconds:g} s x {rounds} rounds each")
@@ -697,9 +699,10 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join(
         [
             f"- date: {stamp()}",
-            f"- machine: {host}. The machine is shared with other engineers' builds and tests,",
-            "  so absolute numbers are noisy; ratios come from the same run, interleaved, best of"
-            f" {args.repeats} (HTTP: best of {args.http_rounds} alternating rounds).",
+            f"- machine: {host}.",
+            "- The machine is shared with other engineers' builds and tests, so absolute numbers "
+            "are noisy; each ratio compares runs made in turn in the same process, best of "
+            f"{args.repeats} (HTTP: best of {args.http_rounds} alternating rounds).",
             f"- command: `{command('bench.bench_locate', argv)}` (took {elapsed:.0f} s)",
             f"- data: `geo_service.synth.write_city(bench/out/{data_dir.name}, {args.grids:,}, "
             f"1000, 1000)`; {args.points:,} uniform random points (seeded) over the bounds plus "
@@ -722,6 +725,10 @@ def main(argv: list[str] | None = None) -> None:
             "CPUs with the servers. Server CPU per request = user + system time of the "
             "server's processes (from /proc) over the requests served: on a shared machine it "
             "is steadier than requests/s, and at saturation requests/s is CPUs / CPU per request.",
+            "- The GET handler answers the whole contract (CRS conversion and validation, the "
+            "point echoed, the GRID with community, street, district and officer; for a miss "
+            "the nearest grid and its geodesic distance); the bare endpoint returns a code only. "
+            "ours minus handler = the application around it (middleware, docs, other routers).",
             "",
             markdown_table(heads, cells),
             "",

@@ -45,7 +45,11 @@ def command(module: str, argv: list[str]) -> str:
 def markdown_table(heads: list[str], rows: list[list[str]]) -> str:
     """The rows printed by ``print_table``, as a GitHub markdown table."""
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    for row in rows:
+        cells = [c.replace("|", "\\|") for c in row]
+        if cells[0].startswith("  "):  # a detail of the row above (markdown trims the indent)
+            cells[0] = "↳ " + cells[0].strip()
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
