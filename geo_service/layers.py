@@ -111,7 +111,8 @@ def read_file(
         if path.suffix.lower() in (".csv", ".tsv", ".txt"):
             gdf = _read_csv(path, crs)
         else:
-            gdf = pyogrio.read_dataframe(path, layer=layer)
+            # Dates stay text as written ("2023-08-14"), the same as PostGIS stores them.
+            gdf = pyogrio.read_dataframe(path, layer=layer, datetime_as_string=True)
     except LayerFileError:
         raise
     except Exception as exc:  # pyogrio/GDAL raise many types for unreadable input

@@ -77,6 +77,7 @@ class GridLayer:
                     "area_m2": round(float(area), 1),
                     "households": rec.get("households"),
                     "population": rec.get("population"),
+                    "version": rec.get("version") or 1,
                 }
             )
         return out

@@ -14,10 +14,13 @@ from fastapi_offline import FastAPIOffline
 from geo_service import __version__
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
-from geo_service.api.routers import grids, service
-from geo_service.dataset import load_dataset
+from geo_service.api.routers import edits, grids, service
+from geo_service.auth import KeyVerifier
+from geo_service.reloader import Reloader
 from geo_service.settings import Settings
 from geo_service.snapshot import SnapshotStore
+from geo_service.storage import open_backend
+from geo_service.storage.base import Backend
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -30,17 +33,34 @@ metres, areas in square metres.
 """
 
 
-def create_app(settings: Settings | None = None, store: SnapshotStore | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    store: SnapshotStore | None = None,
+    backend: Backend | None = None,
+) -> FastAPI:
+    """``backend`` defaults to the one ``settings`` choose (PostGIS if ``database_url``, else
+    the files in ``data_dir``); a ``store`` that already holds a snapshot is served as is until
+    the backend changes."""
     settings = settings or Settings()
     if store is None:
         store = SnapshotStore()
-    backend_name = "embedded files"
+    owned = backend is None
+    backend = backend or open_backend(settings)
+    reloader = Reloader(backend, store, settings.dataset_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.db_migrate_on_start:
+            backend.migrate()
         if not store.ready:
-            store.swap(load_dataset(settings.data_dir, settings.dataset_name))
-        yield
+            reloader.load_now()
+        reloader.start()
+        try:
+            yield
+        finally:
+            reloader.stop()
+            if owned:
+                backend.close()
 
     app = FastAPIOffline(
         title="geo_service",
@@ -52,10 +72,14 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.backend_name = backend_name
+    app.state.backend = backend
+    app.state.backend_name = backend.name
+    app.state.reloader = reloader
+    app.state.keys = KeyVerifier(backend.get_key)
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(service.router)
     app.include_router(grids.router)
+    app.include_router(edits.router)
     return app
