@@ -132,7 +132,7 @@ def _row_values(rec: Record) -> list[Any]:
     values: list[Any] = [rec.properties.get(n) for n in names]
     extra = {k: v for k, v in rec.properties.items() if k not in names}
     geom = shapely.set_srid(shapely.from_geojson(orjson.dumps(rec.geometry).decode()), 4326)
-    return [*values, Jsonb(extra), shapely.to_wkb(geom, include_srid=True)]
+    return [*values, Jsonb(extra), shapely.to_wkb(geom, hex=True, include_srid=True)]
 
 
 class _Listener:

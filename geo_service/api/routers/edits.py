@@ -182,7 +182,7 @@ def update_grid(
 ) -> Response:
     """Name, officer, households, population. Boundaries and codes change only with a new
     survey (`PUT /api/v1/layers/grids`), where the topology of all grids is checked together."""
-    changes = body.model_dump(exclude_unset=True)
+    changes, _ = _split(body)  # a grid body has no lon/lat
     mutation = editing.update(
         LayerName.grids, who, changes, None, if_match, editing.grid_locator(snap)
     )
