@@ -10,6 +10,7 @@ import geopandas as gpd
 from geo_service.layers import LoadReport, load_layer
 from geo_service.schema import SCHEMAS, LayerName
 from geo_service.snapshot import Snapshot, build_snapshot
+from geo_service.versions import with_versions
 
 LAYER_FILES: dict[LayerName, str] = {name: f"{name.value}.geojson" for name in SCHEMAS}
 
@@ -38,7 +39,7 @@ def read_dataset(data_dir: Path) -> tuple[dict[LayerName, gpd.GeoDataFrame], lis
                 raise FileNotFoundError(f"{path}: the grids layer is required")
             continue
         frame, report = load_layer(path, layer)
-        frames[layer] = frame
+        frames[layer] = with_versions(frame)
         reports.append(report)
     return frames, reports
 

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import geopandas as gpd
+import numpy as np
+
 from geo_service.schema import VERSION_FIELD
 
 _TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*')
@@ -60,3 +63,11 @@ def parse_if_match(header: str) -> IfMatch:
         if raw.isdigit():
             versions.add(int(raw))
     return IfMatch(False, frozenset(versions))
+
+
+def with_versions(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Give every row an integer version: rows stored before versions existed are version 1."""
+    if VERSION_FIELD not in frame.columns:
+        frame[VERSION_FIELD] = np.ones(len(frame), dtype=np.int64)
+    frame[VERSION_FIELD] = frame[VERSION_FIELD].fillna(1).astype("int64")
+    return frame

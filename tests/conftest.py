@@ -105,9 +105,7 @@ def rw_database(pg_databases: PgDatabases) -> str:
 
 
 @pytest.fixture
-def backend(
-    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Backend]:
+def backend(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A fresh copy of the default data that this test may change."""
     if backend_kind == "files":
         yield FilesBackend(copy_data(tmp_path / "data"), poll_s=0.1)

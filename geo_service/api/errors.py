@@ -89,6 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, VersionConflict):
             body["current_version"] = exc.current.version
+            body["current"] = exc.current.feature()  # to re-apply the change without a GET
             headers = {"ETag": etag(exc.current.version)}
         status = {
             NotFound: 404,

@@ -158,9 +158,7 @@ def edit_body(layer: LayerName, create: bool) -> type[BaseModel]:
         fields["lat"] = (coord, PydanticField(need, ge=-90, le=90, allow_inf_nan=False))
         fields["crs"] = (PointCRS, PydanticField(PointCRS.wgs84, description=CRS_OF_BODY))
     name = f"{layer.value.title().replace('_', '')}{'Create' if create else 'Change'}"
-    model: type[BaseModel] = create_model(
-        name, __config__=ConfigDict(extra="forbid"), **fields
-    )
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
     return model
 
 

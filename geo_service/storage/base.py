@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import geopandas as gpd
-import numpy as np
 
 from geo_service.audit import AuditEntry, AuditQuery
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.layers import LoadReport
-from geo_service.schema import VERSION_FIELD, LayerName
+from geo_service.schema import LayerName
 from geo_service.storage.records import Record
 
 # Gets the current record (None if there is none) and returns the record to store, or None to
@@ -90,11 +89,3 @@ class Backend(Protocol):
     def put_key(self, record: ApiKeyRecord) -> None: ...
 
     def close(self) -> None: ...
-
-
-def with_versions(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Features stored before versions existed are version 1."""
-    if VERSION_FIELD not in frame.columns:
-        frame[VERSION_FIELD] = np.ones(len(frame), dtype=np.int64)
-    frame[VERSION_FIELD] = frame[VERSION_FIELD].fillna(1).astype("int64")
-    return frame

@@ -27,7 +27,7 @@ from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.dataset import dataset_version, layer_path, read_dataset
 from geo_service.schema import SCHEMAS, LayerName
-from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, with_versions
+from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult
 from geo_service.storage.records import Record, plan_replace, validate_features, validate_record
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,6 @@ class FilesBackend:
     def load(self) -> Loaded:
         token = self.revision()
         frames, reports = read_dataset(self.data_dir)
-        for layer, frame in frames.items():
-            frames[layer] = with_versions(frame)
         return Loaded(frames, dataset_version(self.data_dir), token, reports)
 
     def _read(self, layer: LayerName) -> dict[str, Any]:

@@ -30,8 +30,9 @@ from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.layers import LoadReport, validate_layer
 from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
-from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, with_versions
+from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult
 from geo_service.storage.records import Record, plan_replace, records_from_frame
+from geo_service.versions import with_versions
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class _Listener:
                     backoff = 0.2
                     self._callback()  # anything committed before LISTEN took effect
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
+                        for _ in conn.notifies(timeout=0.25):
                             self._callback()
             except Exception:
                 self.connected.clear()
