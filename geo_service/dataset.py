@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,10 +30,13 @@ def dataset_version(data_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def read_dataset(data_dir: Path) -> tuple[dict[LayerName, gpd.GeoDataFrame], list[LoadReport]]:
+def read_dataset(
+    data_dir: Path, layers: Iterable[LayerName] | None = None
+) -> tuple[dict[LayerName, gpd.GeoDataFrame], list[LoadReport]]:
+    """Read and validate the layer files (all, or only ``layers``); grids must exist."""
     frames: dict[LayerName, gpd.GeoDataFrame] = {}
     reports: list[LoadReport] = []
-    for layer in SCHEMAS:
+    for layer in SCHEMAS if layers is None else layers:
         path = layer_path(data_dir, layer)
         if not path.exists():
             if layer is LayerName.grids:

@@ -3,7 +3,8 @@
 After a write here, the writer asks for a reload and waits for it (so it reads its own write);
 when another process writes, the backend's subscription (LISTEN/NOTIFY, or polling the files)
 asks for one too. One worker thread builds snapshots; requests that arrive while it builds are
-served by the next build, so a burst of writes costs a few rebuilds, not one each.
+served by the next build, so a burst of writes costs a few rebuilds, not one each. A rebuild
+re-reads only the layers whose revision moved and re-indexes from those frames.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import logging
 import threading
 import time
 
+import geopandas as gpd
+
+from geo_service.layers import LoadReport
+from geo_service.schema import LayerName
 from geo_service.snapshot import Snapshot, SnapshotStore, build_snapshot
-from geo_service.storage.base import Backend, Loaded, Subscription
+from geo_service.storage.base import Backend, Loaded, Revisions, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +34,10 @@ class Reloader:
         self.backend = backend
         self.store = store
         self.name = name
-        self.token: str | None = None  # backend revision the current snapshot was built from
+        # What the current snapshot was built from, layer by layer (empty: nothing known yet).
+        self.revisions: Revisions = {}
+        self._frames: dict[LayerName, gpd.GeoDataFrame] = {}
+        self._reports: dict[str, LoadReport] = {}
         self.reloads = 0
         self.last_error: Exception | None = None
         self._cond = threading.Condition()
@@ -39,16 +47,31 @@ class Reloader:
         self._worker: threading.Thread | None = None
         self._subscription: Subscription | None = None
 
+    def stale_layers(self) -> list[LayerName]:
+        now = self.backend.revisions()
+        return [layer for layer in LayerName if now.get(layer) != self.revisions.get(layer)]
+
     def load_now(self) -> None:
-        """Build and install a snapshot in the calling thread (start-up)."""
-        loaded = self.backend.load()
-        self.store.swap(snapshot_of(loaded, self.name))
-        self.token = loaded.token
+        """Re-read the layers that changed, and install a new snapshot (in this thread)."""
+        stale = self.stale_layers()
+        if not stale and self.store.ready:
+            return
+        loaded = self.backend.load(stale)
+        for layer in stale:
+            self._frames.pop(layer, None)
+        self._frames.update(loaded.frames)
+        self._reports.update({r.layer: r for r in loaded.reports})
+        snap = build_snapshot(
+            dict(self._frames),
+            name=self.name,
+            version=loaded.version,
+            reports=tuple(self._reports[k] for k in sorted(self._reports)),
+        )
+        self.store.swap(snap)
+        self.revisions = {**self.revisions, **loaded.revisions}
         self.reloads += 1
 
     def start(self) -> None:
-        if self.store.ready and self.token is None:
-            self.token = self.backend.revision()
         self._worker = threading.Thread(target=self._run, name="geo-reloader", daemon=True)
         self._worker.start()
         self._subscription = self.backend.subscribe(self.changed)
@@ -65,7 +88,7 @@ class Reloader:
     def changed(self) -> None:
         """Another process may have written: reload unless the snapshot is already current."""
         try:
-            if self.backend.revision() == self.token:
+            if not self.stale_layers():
                 return
         except Exception:
             log.warning("cannot read the backend revision; reloading anyway", exc_info=True)

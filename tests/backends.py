@@ -134,4 +134,8 @@ def reset_postgis(url: str) -> None:
         conn.execute(f"TRUNCATE {', '.join(SEEDED)}, audit_log, api_keys")
         for table in SEEDED:
             conn.execute(f"INSERT INTO {table} SELECT * FROM _seed_{table}")
-        conn.execute("UPDATE dataset_state SET revision = revision + 1")
+        row = conn.execute(
+            "UPDATE dataset_state SET revision = revision + 1 RETURNING revision"
+        ).fetchone()
+        assert row is not None
+        conn.execute("UPDATE layer_state SET revision = %s", (row[0],))

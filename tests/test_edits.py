@@ -99,7 +99,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_changes_nothing(
     api: TestClient, backend: Backend, keys: dict[str, str]
 ) -> None:
     before = {code: stored(backend, LayerName.stalls, code) for code in (S1,)}
-    version = backend.revision()
+    version = backend.revisions()
     admin = keys["admin"]
     key_id = admin.split("_")[1]
     wrong = [
@@ -116,7 +116,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_changes_nothing(
         r = api.put("/api/v1/layers/stalls", content=b"{}", headers=hdr(key))
         assert r.status_code == 401
         assert api.get("/api/v1/audit", headers=hdr(key)).status_code == 401
-    assert backend.revision() == version
+    assert backend.revisions() == version
     assert {S1: stored(backend, LayerName.stalls, S1)} == before
     assert backend.get(LayerName.stalls, "XLP-370705-999") is None
     assert audit_count(backend) == 0
@@ -142,11 +142,11 @@ def test_officer_changes_status_and_hours_of_stalls_in_own_grids_only(
         ("POST", "/api/v1/stalls", NEW_STALL, None),  # creating
         ("PATCH", f"/api/v1/grids/{G1}", {"officer_name": "张三"}, 1),  # grids: admin only
     ]
-    rev = backend.revision()
+    rev = backend.revisions()
     for method, path, body, version in refused:
         r = api.request(method, path, json=body, headers=hdr(officer, version))
         assert r.status_code == 403, (method, path, r.text)
-    assert backend.revision() == rev
+    assert backend.revisions() == rev
     assert (
         stored(backend, LayerName.stalls, S2)["status"]
         == rawdata.properties("stalls")[S2]["status"]
@@ -368,7 +368,7 @@ def test_a_layer_file_with_errors_is_rejected_whole_with_the_report(
         return feats
 
     data = _grid_file(tmp_path, overlap)
-    rev = backend.revision()
+    rev = backend.revisions()
     snapshot_version = api.get("/api/v1/meta").json()["version"]
     r = api.put("/api/v1/layers/grids", content=data, headers=hdr(admin))
     assert r.status_code == 422, r.text
@@ -386,7 +386,7 @@ def test_a_layer_file_with_errors_is_rejected_whole_with_the_report(
     cli_report["rows"]["source"] = report["rows"]["source"]
     assert cli_report == report
     # Nothing changed anywhere.
-    assert backend.revision() == rev
+    assert backend.revisions() == rev
     assert api.get("/api/v1/meta").json()["version"] == snapshot_version
     code2 = rawdata.features("grids")[2]["properties"]["code"]
     assert stored(backend, LayerName.grids, code2)["officer_name"] != "新网格员"
@@ -399,7 +399,7 @@ def test_a_layer_file_with_errors_is_rejected_whole_with_the_report(
     assert api.put("/api/v1/layers/roads", content=data, headers=hdr(admin)).status_code == 422
     officer = keys["officer"]
     assert api.put("/api/v1/layers/grids", content=data, headers=hdr(officer)).status_code == 403
-    assert backend.revision() == rev
+    assert backend.revisions() == rev
 
 
 def test_a_valid_layer_file_replaces_the_layer_with_versions_and_audit(

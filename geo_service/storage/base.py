@@ -7,7 +7,7 @@ Two backends share this contract: the embedded GeoJSON files (``files.py``) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,14 +24,18 @@ from geo_service.storage.records import Record
 # is the version it replaces; it raises to refuse the change (and nothing is written).
 Mutation = Callable[[Record | None], Record | None]
 
+# Per layer, a cheap token that changes whenever that layer does: a reload reads only the
+# layers whose token moved (a stall edit re-reads 128 stalls, not 1,355 grids).
+Revisions = dict[LayerName, str]
+
 
 @dataclass
 class Loaded:
-    """Every layer, validated, plus what identifies this state of the data."""
+    """Layers, validated, plus what identifies this state of the data."""
 
-    frames: dict[LayerName, gpd.GeoDataFrame]
-    version: str  # shown as the dataset version
-    token: str  # compared with ``Backend.revision()`` to tell whether the data changed since
+    frames: dict[LayerName, gpd.GeoDataFrame]  # a layer with no data at all may be absent
+    version: str  # the dataset version shown to clients
+    revisions: Revisions  # of the layers loaded, read before (or with) their data
     reports: list[LoadReport] = field(default_factory=list)
 
 
@@ -59,10 +63,11 @@ class Backend(Protocol):
     def migrate(self) -> None:
         """Create or upgrade whatever the backend needs (tables, indexes)."""
 
-    def load(self) -> Loaded: ...
+    def load(self, layers: Collection[LayerName] | None = None) -> Loaded:
+        """Every layer, or only ``layers``."""
 
-    def revision(self) -> str:
-        """A cheap token that changes whenever the data does."""
+    def revisions(self) -> Revisions:
+        """Each layer's current token (cheap: called on every change notice)."""
 
     def get(self, layer: LayerName, code: str) -> Record | None: ...
 

@@ -17,18 +17,19 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries
+from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries, to_jsonl
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.dataset import dataset_version, layer_path, read_dataset
 from geo_service.schema import SCHEMAS, LayerName
-from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult
-from geo_service.storage.records import Record, plan_replace, validate_features, validate_record
+from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
+from geo_service.storage.records import Record, plan_replace, stored_feature_records
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def dump_collection(features: list[dict[str, Any]], header: dict[str, Any] | Non
 class _Poller:
     """Watches the layer files' identity (inode, mtime, size): a cheap cross-process signal."""
 
-    def __init__(self, token: Callable[[], str], callback: Callable[[], None], every_s: float):
+    def __init__(
+        self, token: Callable[[], Revisions], callback: Callable[[], None], every_s: float
+    ) -> None:
         self._token = token
         self._callback = callback
         self._every = every_s
@@ -120,20 +123,22 @@ class FilesBackend:
     def migrate(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
-    def revision(self) -> str:
-        parts = []
+    def revisions(self) -> Revisions:
+        """The identity of each layer file: a replaced file has a new inode and mtime."""
+        out: Revisions = {}
         for layer in SCHEMAS:
             try:
                 st = layer_path(self.data_dir, layer).stat()
-                parts.append(f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}")
+                out[layer] = f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
             except FileNotFoundError:
-                parts.append("-")
-        return "/".join(parts)
+                out[layer] = "-"
+        return out
 
-    def load(self) -> Loaded:
-        token = self.revision()
-        frames, reports = read_dataset(self.data_dir)
-        return Loaded(frames, dataset_version(self.data_dir), token, reports)
+    def load(self, layers: Collection[LayerName] | None = None) -> Loaded:
+        wanted = list(SCHEMAS if layers is None else layers)
+        revisions = {k: v for k, v in self.revisions().items() if k in wanted}
+        frames, reports = read_dataset(self.data_dir, wanted)
+        return Loaded(frames, dataset_version(self.data_dir), revisions, reports)
 
     def _read(self, layer: LayerName) -> dict[str, Any]:
         path = layer_path(self.data_dir, layer)
@@ -145,7 +150,7 @@ class FilesBackend:
     def get(self, layer: LayerName, code: str) -> Record | None:
         feats = self._read(layer)["features"]
         i = _find(feats, code)
-        return None if i is None else validate_record(layer, feats[i])
+        return None if i is None else stored_feature_records(layer, [feats[i]])[0]
 
     # -- writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -205,21 +210,19 @@ class FilesBackend:
         if not entries:
             return
         with open(self.audit_path, "ab") as fh:
-            fh.write(b"".join(orjson.dumps(e.to_dict()) + b"\n" for e in entries))
+            fh.write(to_jsonl(entries))
             fh.flush()
             os.fsync(fh.fileno())
 
     def _commit(self, layer: LayerName, data: bytes, entries: list[AuditEntry]) -> list[AuditEntry]:
         """Journal, replace the layer file, append the audit, drop the journal."""
         first = self._last_audit_id() + 1
-        numbered = [
-            AuditEntry.from_dict({**e.to_dict(), "id": first + i}) for i, e in enumerate(entries)
-        ]
+        numbered = [replace(e, id=first + i) for i, e in enumerate(entries)]
         path = layer_path(self.data_dir, layer)
         journal = {
             "file": path.name,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "audit": [e.to_dict() for e in numbered],
+            "audit": numbered,
         }
         atomic_write(self.journal_path, orjson.dumps(journal))
         atomic_write(path, data)
@@ -234,7 +237,7 @@ class FilesBackend:
             doc = self._read(layer)
             feats: list[dict[str, Any]] = doc["features"]
             i = _find(feats, code)
-            current = None if i is None else validate_record(layer, feats[i])
+            current = None if i is None else stored_feature_records(layer, [feats[i]])[0]
             new = mutation(current)
             if new is None or (current is not None and new.same_content(current)):
                 return Change(current, current, None)
@@ -254,9 +257,7 @@ class FilesBackend:
     ) -> ReplaceResult:
         with self._locked():
             doc = self._read(layer)
-            old, _ = validate_features(
-                layer, doc["features"], str(layer_path(self.data_dir, layer))
-            )
+            old = stored_feature_records(layer, doc["features"])
             plan = plan_replace(old, records)
             detail = {"source": source, **plan.summary()}
             entries = replace_entries(who, layer.value, plan.changes, detail)
@@ -274,7 +275,7 @@ class FilesBackend:
         return query.page(entries)
 
     def subscribe(self, callback: Callable[[], None]) -> _Poller:
-        return _Poller(self.revision, callback, self.poll_s)
+        return _Poller(self.revisions, callback, self.poll_s)
 
     # -- keys --------------------------------------------------------------------------------
     def _keys(self) -> dict[str, ApiKeyRecord]:

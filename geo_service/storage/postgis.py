@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +31,8 @@ from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.layers import LoadReport, validate_layer
 from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
-from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult
-from geo_service.storage.records import Record, plan_replace, records_from_frame
+from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
+from geo_service.storage.records import Record, plan_replace, stored_records
 from geo_service.versions import with_versions
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS dataset_state (
     id integer PRIMARY KEY CHECK (id = 1), revision bigint NOT NULL,
     updated timestamptz NOT NULL DEFAULT now());
 INSERT INTO dataset_state (id, revision) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS layer_state (
+    layer text PRIMARY KEY, revision bigint NOT NULL DEFAULT 0);
+INSERT INTO layer_state (layer) VALUES ('grids'), ('stalls'), ('vendor_clusters')
+    ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS audit_log (
     id bigserial PRIMARY KEY, at timestamptz NOT NULL, actor text NOT NULL, key_id text,
     role text NOT NULL, action text NOT NULL, layer text NOT NULL, code text,
@@ -211,33 +216,43 @@ class PostGISBackend:
             )
 
     # -- reading -----------------------------------------------------------------------------
-    def revision(self) -> str:
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT revision FROM dataset_state WHERE id = 1").fetchone()
-        return str(row[0]) if row else "0"
+    @staticmethod
+    def _revisions(conn: psycopg.Connection) -> Revisions:
+        rows = conn.execute("SELECT layer, revision FROM layer_state").fetchall()
+        return {LayerName(layer): str(rev) for layer, rev in rows if layer in SCHEMAS}
 
-    def load(self) -> Loaded:
+    def revisions(self) -> Revisions:
+        with self.pool.connection() as conn:
+            return self._revisions(conn)
+
+    def load(self, layers: Collection[LayerName] | None = None) -> Loaded:
+        """One consistent snapshot of the database (a repeatable-read transaction)."""
+        wanted = list(SCHEMAS if layers is None else layers)
         frames: dict[LayerName, gpd.GeoDataFrame] = {}
         reports: list[LoadReport] = []
         with self.pool.connection() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             row = conn.execute("SELECT revision FROM dataset_state WHERE id = 1").fetchone()
             revision = int(row[0]) if row else 0
-            for layer in SCHEMAS:
+            revisions = {k: v for k, v in self._revisions(conn).items() if k in wanted}
+            for layer in wanted:
                 rows = conn.execute(_select(layer, "ORDER BY code")).fetchall()
                 frame, report = validate_layer(
                     _frame_of_rows(layer, rows), layer, f"postgis:{layer.value}"
                 )
                 frames[layer] = with_versions(frame)
                 reports.append(report)
-        return Loaded(frames, f"pg-r{revision}", str(revision), reports)
+        return Loaded(frames, f"pg-r{revision}", revisions, reports)
 
     def _records(
         self, conn: psycopg.Connection, layer: LayerName, where: str = "", params: Any = None
     ) -> list[Record]:
         rows = conn.execute(_select(layer, where), params).fetchall()
-        frame, _ = validate_layer(_frame_of_rows(layer, rows), layer, f"postgis:{layer.value}")
-        return records_from_frame(layer, frame)
+        cols = _columns(layer)
+        props = [
+            {**dict(zip(cols, r[: len(cols)], strict=True)), **(r[len(cols)] or {})} for r in rows
+        ]
+        return stored_records(layer, props, shapely.from_wkb([bytes(r[-1]) for r in rows]))
 
     def get(self, layer: LayerName, code: str) -> Record | None:
         with self.pool.connection() as conn:
@@ -246,18 +261,20 @@ class PostGISBackend:
 
     # -- writing -----------------------------------------------------------------------------
     @staticmethod
-    def _bump(conn: psycopg.Connection) -> int:
+    def _bump(conn: psycopg.Connection, layer: LayerName) -> int:
         """Next revision; the row lock makes concurrent writers take turns until commit."""
         row = conn.execute(
             "UPDATE dataset_state SET revision = revision + 1, updated = now() "
             "WHERE id = 1 RETURNING revision"
         ).fetchone()
         assert row is not None
+        conn.execute("UPDATE layer_state SET revision = %s WHERE layer = %s", (row[0], layer.value))
         return int(row[0])
 
     @staticmethod
-    def _notify(conn: psycopg.Connection, revision: int) -> None:
-        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(revision)))
+    def _notify(conn: psycopg.Connection, revision: int, layer: LayerName) -> None:
+        """Delivered at commit, to every listening instance (and only if it commits)."""
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{revision} {layer.value}"))
 
     def _upsert(self, conn: psycopg.Connection, rec: Record) -> None:
         cols = [*_columns(rec.layer), "extra"]
@@ -293,7 +310,7 @@ class PostGISBackend:
         self, layer: LayerName, code: str, mutation: Mutation, who: Principal, action: str
     ) -> Change:
         with self.pool.connection() as conn:
-            revision = self._bump(conn)
+            revision = self._bump(conn, layer)
             found = self._records(conn, layer, "WHERE code = %s FOR UPDATE", (code,))
             current = found[0] if found else None
             new = mutation(current)
@@ -311,14 +328,14 @@ class PostGISBackend:
                 self._audit_values(entry, revision),
             ).fetchone()
             assert row is not None
-            self._notify(conn, revision)
-        return Change(current, new, AuditEntry.from_dict({**entry.to_dict(), "id": int(row[0])}))
+            self._notify(conn, revision, layer)
+        return Change(current, new, replace(entry, id=int(row[0])))
 
     def replace_layer(
         self, layer: LayerName, records: list[Record], who: Principal, source: str
     ) -> ReplaceResult:
         with self.pool.connection() as conn:
-            revision = self._bump(conn)
+            revision = self._bump(conn, layer)
             conn.execute(
                 sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(layer.value))
             )
@@ -340,7 +357,7 @@ class PostGISBackend:
             ) as cp:
                 for e in entries:
                     cp.write_row(self._audit_values(e, revision))
-            self._notify(conn, revision)
+            self._notify(conn, revision, layer)
         return ReplaceResult(layer, plan.summary(), len(entries))
 
     # -- audit -------------------------------------------------------------------------------
