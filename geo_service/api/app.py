@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from geo_service import __version__
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
-from geo_service.api.routers import edits, grids, service
+from geo_service.api.routers import coverage, edits, grids, pages, service, stalls
 from geo_service.auth import KeyVerifier
 from geo_service.reloader import Reloader
 from geo_service.settings import Settings
@@ -81,5 +81,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(service.router)
     app.include_router(grids.router)
+    app.include_router(stalls.router)
+    app.include_router(pages.router)
+    app.include_router(coverage.router)
     app.include_router(edits.router)
     return app
