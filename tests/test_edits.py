@@ -436,13 +436,25 @@ def test_a_valid_layer_file_replaces_the_layer_with_versions_and_audit(
     assert entries[3]["before"]["properties"]["code"] == removed and entries[3]["after"] is None
 
 
-def test_get_grid_etag_is_the_version(api: TestClient, keys: dict[str, str]) -> None:
-    r = api.get(f"/api/v1/grids/{G1}")
-    assert r.headers["ETag"] == 'W/"1"' and r.json()["properties"]["version"] == 1
-    r = api.patch(f"/api/v1/grids/{G1}", json={"name": "新名"}, headers=hdr(keys["admin"], 1))
-    assert r.headers["ETag"] == 'W/"2"'
-    r = api.get(f"/api/v1/grids/{G1}")
-    assert r.headers["ETag"] == 'W/"2"' and r.json()["properties"]["name"] == "新名"
+def test_get_of_one_feature_carries_its_version_as_etag(
+    api: TestClient, keys: dict[str, str]
+) -> None:
+    """Read, change with the ETag read, read again: the ETag moved with the version."""
+    cluster = sorted(rawdata.properties("vendor_clusters"))[0]
+    cases = [
+        (f"/api/v1/grids/{G1}", {"name": "新名"}),
+        (f"/api/v1/stalls/{S1}", {"hours": "09:00-17:00"}),
+        (f"/api/v1/vendor-clusters/{cluster}", {"hours": "05:00-09:00"}),
+    ]
+    for path, change in cases:
+        r = api.get(path)
+        assert r.headers["ETag"] == 'W/"1"' and r.json()["properties"]["version"] == 1, path
+        w = api.patch(path, json=change, headers=hdr(keys["admin"], r.headers["ETag"]))
+        assert w.status_code == 200 and w.headers["ETag"] == 'W/"2"', w.text
+        r = api.get(path)
+        assert r.headers["ETag"] == 'W/"2"', path
+        (field, value) = next(iter(change.items()))
+        assert r.json()["properties"][field] == value, path
 
 
 def test_openapi_documents_the_key_and_the_edit_paths(api: TestClient) -> None:

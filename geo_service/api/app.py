@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from geo_service.snapshot import SnapshotStore
 from geo_service.storage import open_backend
 from geo_service.storage.base import Backend
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 DESCRIPTION = """
@@ -54,6 +56,10 @@ def create_app(
             backend.migrate()
         if not store.ready:
             reloader.load_now()
+            if len(store.get().grids) == 0:
+                log.warning(
+                    "no grids in %s: load a dataset (geo-service db load data/)", backend.name
+                )
         reloader.start()
         try:
             yield
