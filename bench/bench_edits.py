@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.results import write_section
 from geo_service.auth import Role
 from geo_service.storage.base import Backend
 from geo_service.storage.files import FilesBackend
@@ -29,10 +30,6 @@ from tests import rawdata
 from tests.backends import PgDatabases, copy_data, seed_postgis
 from tests.keys import key_for
 from tests.services import service
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- bench_edits:start -->", "<!-- bench_edits:end -->"
 
 
 def ms(seconds: list[float], q: float = 0.5) -> float:
@@ -114,9 +111,9 @@ def bench_backend(backend: Backend, env: dict[str, str], name: str) -> list[str]
 
 def record(rows: list[str], command: str) -> None:
     load = os.getloadavg()[0]
-    section = "\n".join(
+    write_section(
+        "bench_edits",
         [
-            START,
             "## Edits and live reload (issue 6)",
             "",
             f"Command: `{command}`  ",
@@ -131,17 +128,8 @@ def record(rows: list[str], command: str) -> None:
             "8 clients x 25 edits, edits/s |",
             "| --- | --- | --- | --- | --- | --- | --- |",
             *rows,
-            END,
-        ]
+        ],
     )
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
-    print(f"recorded in {RESULTS.relative_to(ROOT)}")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from geo_service.auth import Principal, now_iso
 from geo_service.storage.records import Record
 
 ACTIONS = ("create", "update", "retire", "replace", "remove")
-CSV_COLUMNS = (
+COLUMNS = (  # stored, exported and listed in this order
     "id",
     "at",
     "actor",
@@ -163,11 +163,11 @@ def to_csv(entries: Iterable[AuditEntry]) -> str:
     """One row per entry; before/after/detail as JSON text (a spreadsheet can still filter)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
+    w.writerow(COLUMNS)
     for e in entries:
         d = e.to_dict()
         row = []
-        for col in CSV_COLUMNS:
+        for col in COLUMNS:
             v = d[col]
             if col == "changed":
                 v = ";".join(v)

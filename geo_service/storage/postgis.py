@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries
+from geo_service.audit import COLUMNS, AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.auth import ApiKeyRecord, Principal
 from geo_service.layers import LoadReport, validate_layer
 from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
@@ -74,21 +74,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created timestamptz NOT NULL, revoked timestamptz);
 """
 SCHEMA_VERSION = 1
-AUDIT_COLUMNS = (
-    "at",
-    "actor",
-    "key_id",
-    "role",
-    "action",
-    "layer",
-    "code",
-    "version_before",
-    "version_after",
-    "changed",
-    "before",
-    "after",
-    "detail",
-)
+AUDIT_COLUMNS = COLUMNS[1:]  # all but id, which the table assigns
 
 
 def layer_ddl(schema: LayerSchema) -> str:

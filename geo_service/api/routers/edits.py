@@ -11,6 +11,7 @@ instances follow within about a second (NOTIFY or file polling).
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,34 +129,28 @@ def _point_routes(layer: LayerName, prefix: str) -> None:
         mutation = editing.retire(layer, who, if_match, editing.grid_locator(snap))
         return _answer(reloader, backend.modify(layer, code, mutation, who, "retire"))
 
-    router.add_api_route(
-        prefix,
-        create,
-        methods=["POST"],
-        status_code=201,
-        summary=f"Create a {title} (admin)",
-        description="Validated like an imported row; answers the new Feature with its ETag.",
-        responses=ERRORS,
-        response_class=GeoJSONResponse,
-    )
-    router.add_api_route(
-        f"{prefix}/{{code}}",
-        update,
-        methods=["PATCH"],
-        summary=f"Change a {title} (officer: status and hours in own grids; admin: anything)",
-        description="Send only the fields to change (and lon/lat/crs to move it), with "
-        "`If-Match` set to the ETag you read. A stale ETag gets 409 and changes nothing.",
-        responses=ERRORS,
-        response_class=GeoJSONResponse,
-    )
-    router.add_api_route(
-        f"{prefix}/{{code}}",
-        retire,
-        methods=["DELETE"],
-        summary=f"Retire a {title} (status becomes retired; the record and its history stay)",
-        responses=ERRORS,
-        response_class=GeoJSONResponse,
-    )
+    one = f"{prefix}/{{code}}"
+    routes: list[tuple[str, Callable[..., Response], str, str, str | None]] = [
+        (prefix, create, "POST", f"Create a {title} (admin)",
+         "Validated like an imported row; answers the new Feature with its ETag."),
+        (one, update, "PATCH",
+         f"Change a {title} (officer: status and hours in own grids; admin: anything)",
+         "Send only the fields to change (and lon/lat/crs to move it), with `If-Match` set "
+         "to the ETag you read. A stale ETag gets 409 and changes nothing."),
+        (one, retire, "DELETE",
+         f"Retire a {title} (status becomes retired; the record and its history stay)", None),
+    ]  # fmt: skip
+    for path, endpoint, method, summary, description in routes:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            status_code=201 if method == "POST" else 200,
+            summary=summary,
+            description=description,
+            responses=ERRORS,
+            response_class=GeoJSONResponse,
+        )
 
 
 _point_routes(LayerName.stalls, "/api/v1/stalls")
