@@ -47,7 +47,8 @@ def serve(
     port = port or settings.port
     console.print(
         f"geo_service on [bold]http://{host}:{port}[/] "
-        f"(docs: http://{host}:{port}/docs, data: {settings.data_dir})"
+        f"(docs: http://{host}:{port}/docs, data: "
+        f"{'PostGIS' if settings.database_url else settings.data_dir})"
     )
     uvicorn.run(
         "geo_service.api.app:create_app",

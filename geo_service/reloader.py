@@ -41,6 +41,7 @@ class Reloader:
         self.reloads = 0
         self.last_error: Exception | None = None
         self._cond = threading.Condition()
+        self._loading = threading.Lock()
         self._wanted = 0
         self._done = 0
         self._stop = False
@@ -53,6 +54,10 @@ class Reloader:
 
     def load_now(self) -> None:
         """Re-read the layers that changed, and install a new snapshot (in this thread)."""
+        with self._loading:
+            self._load()
+
+    def _load(self) -> None:
         stale = self.stale_layers()
         if not stale and self.store.ready:
             return

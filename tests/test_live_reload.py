@@ -13,10 +13,19 @@ import time
 from collections.abc import Callable
 
 import httpx
+import psycopg
+from fastapi.testclient import TestClient
 
-from geo_service.auth import Role
+from geo_service.api.app import create_app
+from geo_service.auth import Principal, Role
+from geo_service.editing import update
+from geo_service.schema import LayerName
+from geo_service.settings import Settings
 from geo_service.storage.base import Backend
+from geo_service.storage.postgis import LISTENER_NAME, PostGISBackend
+from geo_service.versions import IfMatch
 from tests import rawdata
+from tests.backends import reset_postgis
 from tests.keys import key_for
 from tests.services import service
 
@@ -113,3 +122,45 @@ def test_two_instances_agree_after_every_edit(
         f"\n{type(backend).__name__}: {len(delays)} edits, the other instance served each after "
         f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
     )
+
+
+def test_an_instance_reconnects_its_listener_and_catches_up(
+    rw_database: str, settings: Settings
+) -> None:
+    """Kill the LISTEN connection under a running instance: it reconnects, reloads what it
+    missed, and serves later changes again."""
+    reset_postgis(rw_database)
+    backend = PostGISBackend(rw_database, pool_size=2)
+    other = PostGISBackend(rw_database, pool_size=1)  # "another instance" writing directly
+    admin = Principal(Role.admin, "elsewhere")
+    grid = sorted(rawdata.properties("grids"))[0]
+
+    def rename(name: str, version: int) -> None:
+        mutation = update(
+            LayerName.grids, admin, {"name": name}, None, IfMatch(False, frozenset({version})),
+            lambda rec: rec.code,
+        )  # fmt: skip
+        other.modify(LayerName.grids, grid, mutation, admin, "update")
+
+    try:
+        with TestClient(create_app(settings, backend=backend)) as api:
+            name_of = lambda: api.get(f"/api/v1/grids/{grid}").json()["properties"]["name"]  # noqa: E731
+            rename("改名一", 1)
+            assert wait_until(lambda: name_of() == "改名一") is not None
+            with psycopg.connect(rw_database, autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND datname = current_database()",
+                    (LISTENER_NAME,),
+                ).fetchall()
+            assert killed == [(True,)]
+            rename("改名二", 2)  # while the listener is down, or reconnecting
+            t0 = time.monotonic()
+            while name_of() != "改名二":
+                assert time.monotonic() - t0 < 10, "the instance never caught up"
+                time.sleep(0.05)
+            rename("改名三", 3)  # and it listens again
+            assert wait_until(lambda: name_of() == "改名三") is not None
+    finally:
+        other.close()
+        backend.close()

@@ -38,6 +38,7 @@ from geo_service.versions import with_versions
 log = logging.getLogger(__name__)
 
 CHANNEL = "geo_service_changes"
+LISTENER_NAME = "geo_service listener"  # application_name of the LISTEN connections
 SQL_TYPES = {
     FieldType.text: "text",
     FieldType.integer: "integer",
@@ -142,7 +143,9 @@ class _Listener:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=5, application_name=LISTENER_NAME
+                ) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self.connected.set()
                     backoff = 0.2
