@@ -13,11 +13,15 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
 import shapely
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from geo_service.api.app import create_app
@@ -261,6 +265,7 @@ BAD_CHANGES: list[tuple[dict[str, Any], str]] = [
     ({"status": "open"}, "status"),
     ({"services": ["修鞋", "理发"]}, "services"),
     ({"name": None}, "name"),
+    ({"name": "a\x00b"}, "name"),
     ({"grid_code": "12345"}, "grid_code"),
     ({"colour": "blue"}, "colour"),
     ({"lon": 119.1}, "lat"),
@@ -280,6 +285,22 @@ def test_bad_values_get_422_and_change_nothing(
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "code"
     assert stored(backend, LayerName.stalls, S1)["version"] == 1
     assert audit_count(backend) == 0
+
+
+def test_big_numbers_round_trip_or_are_refused(
+    api: TestClient, backend: Backend, keys: dict[str, str]
+) -> None:
+    admin = keys["admin"]
+    r = api.patch(f"/api/v1/grids/{G1}", json={"population": 10**12}, headers=hdr(admin, 1))
+    assert r.status_code == 200, r.text
+    assert stored(backend, LayerName.grids, G1)["population"] == 10**12
+    assert api.get(f"/api/v1/grids/{G1}").json()["properties"]["population"] == 10**12
+    code = sorted(rawdata.properties("vendor_clusters"))[0]
+    for value in (10**30, 2**53 + 1):
+        r = api.patch(f"/api/v1/vendor-clusters/{code}", json={"pitches": value},
+                      headers=hdr(admin, 1))  # fmt: skip
+        assert r.status_code == 422 and "out of range" in r.json()["detail"], r.text
+    assert audit_count(backend) == 1
 
 
 def test_audit_says_who_when_what_before_and_after(
@@ -477,3 +498,62 @@ def test_openapi_documents_the_key_and_the_edit_paths(api: TestClient) -> None:
         assert op["security"] == [{"ApiKey": []}], (path, method)
         assert {"401", "403"} <= set(op["responses"]), (path, method)
     assert doc["paths"]["/api/v1/grids/{code}"]["get"].get("security") is None
+
+
+JUNK_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.lists(st.text(max_size=8), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+FIELDS = ["code", "name", "services", "hours", "status", "address", "grid_code", "pitches",
+          "kind", "officer_name", "population", "households", "lon", "lat", "crs", "version",
+          "geometry", "x"]  # fmt: skip
+
+
+def test_writes_survive_junk_with_a_valid_key(
+    api: TestClient, backend: Backend, keys: dict[str, str]
+) -> None:
+    """Junk bodies, codes and If-Match headers from an admin: 4xx or a valid change, never 5xx."""
+    cluster = sorted(rawdata.properties("vendor_clusters"))[0]
+    paths = [
+        ("POST", "/api/v1/stalls"),
+        ("POST", "/api/v1/vendor-clusters"),
+        ("PATCH", f"/api/v1/stalls/{S1}"),
+        ("PATCH", f"/api/v1/vendor-clusters/{cluster}"),
+        ("PATCH", f"/api/v1/grids/{G1}"),
+        ("DELETE", f"/api/v1/stalls/{S2}"),
+        ("PATCH", "/api/v1/stalls/{junk}"),
+        ("PUT", "/api/v1/layers/stalls"),
+        ("GET", "/api/v1/audit"),
+    ]
+
+    @hypothesis_settings(
+        max_examples=80,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        method, path = data.draw(st.sampled_from(paths))
+        path = path.replace("{junk}", quote(data.draw(st.text(min_size=1, max_size=20)), safe=""))
+        headers = {"X-API-Key": keys["admin"]}
+        if data.draw(st.booleans()):
+            headers["If-Match"] = data.draw(
+                st.sampled_from(['W/"1"', '"1"', "*", "", "W/", '"x"', "1, 2", 'W/"-1"'])
+            )
+        body = data.draw(st.dictionaries(st.sampled_from(FIELDS), JUNK_VALUES, max_size=6))
+        if method == "PUT":
+            raw = data.draw(st.sampled_from([b"{}", b"[]", b"\xff", json.dumps(body).encode()]))
+            r = api.put(path, content=raw, headers=headers)
+        elif method == "GET":
+            params = {k: str(v) for k, v in body.items()}
+            r = api.get(path, params=params, headers=headers)
+        else:
+            r = api.request(method, path, json=body, headers=headers)
+        assert r.status_code < 500, (method, path, body, r.text[:300])
+
+    run()

@@ -120,7 +120,8 @@ def test_two_instances_agree_after_every_edit(
         agree(a, b, layer_seen)
     print(
         f"\n{type(backend).__name__}: {len(delays)} edits, the other instance served each after "
-        f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
+        f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms "
+        f"({', '.join(f'{d * 1000:.0f}' for d in delays)})"
     )
 
 

@@ -10,9 +10,10 @@ rebuilds its snapshot when told.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,10 +30,10 @@ from psycopg_pool import ConnectionPool
 
 from geo_service.audit import COLUMNS, AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.auth import ApiKeyRecord, Principal
-from geo_service.layers import LoadReport, validate_layer
+from geo_service.layers import LoadReport, Problem, validate_layer
 from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
 from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
-from geo_service.storage.records import Record, plan_replace, stored_records
+from geo_service.storage.records import InvalidRecord, Record, plan_replace, stored_records
 from geo_service.versions import with_versions
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ CHANNEL = "geo_service_changes"
 LISTENER_NAME = "geo_service listener"  # application_name of the LISTEN connections
 SQL_TYPES = {
     FieldType.text: "text",
-    FieldType.integer: "integer",
+    FieldType.integer: "bigint",  # validation admits whole numbers up to 2^53
     FieldType.number: "double precision",
     FieldType.text_list: "text[]",
 }
@@ -126,6 +127,19 @@ def _row_values(rec: Record) -> list[Any]:
     extra = {k: v for k, v in rec.properties.items() if k not in names}
     geom = shapely.set_srid(shapely.from_geojson(orjson.dumps(rec.geometry).decode()), 4326)
     return [*values, Jsonb(extra), shapely.to_wkb(geom, hex=True, include_srid=True)]
+
+
+@contextlib.contextmanager
+def _refused_as_invalid(code: str | None) -> Iterator[None]:
+    """Values the database refuses (validation should have caught them) are the client's
+    error, reported like any invalid value, never a 500."""
+    try:
+        yield
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        reason = exc.diag.message_primary or str(exc)
+        raise InvalidRecord(
+            [Problem(None, code, None, f"refused by the database: {reason}")]
+        ) from exc
 
 
 class _Listener:
@@ -298,7 +312,7 @@ class PostGISBackend:
     def modify(
         self, layer: LayerName, code: str, mutation: Mutation, who: Principal, action: str
     ) -> Change:
-        with self.pool.connection() as conn:
+        with _refused_as_invalid(code), self.pool.connection() as conn:
             revision = self._bump(conn, layer)
             found = self._records(conn, layer, "WHERE code = %s FOR UPDATE", (code,))
             current = found[0] if found else None
@@ -323,7 +337,7 @@ class PostGISBackend:
     def replace_layer(
         self, layer: LayerName, records: list[Record], who: Principal, source: str
     ) -> ReplaceResult:
-        with self.pool.connection() as conn:
+        with _refused_as_invalid(None), self.pool.connection() as conn:
             revision = self._bump(conn, layer)
             conn.execute(
                 sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(layer.value))
