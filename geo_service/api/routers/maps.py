@@ -1,0 +1,143 @@
+"""Interactive maps for officers, planners and residents (HTML built by ``geo_service.maps``).
+
+Every page is drawn in one coordinate system, chosen by ``basemap``: ``amap`` (default, GCJ-02)
+or ``osm`` / ``tianditu`` (WGS84); the page links to its other-basemap variants.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse
+
+from geo_service.api.deps import SettingsDep, SnapshotDep, parse_bbox
+from geo_service.api.errors import bad_request, not_found
+from geo_service.api.responses import GeoJSONResponse
+from geo_service.maps.basemaps import Basemap, BasemapUnavailable, available, check_available
+from geo_service.maps.grid import grid_map
+from geo_service.maps.overview import overview_map
+from geo_service.maps.page import PageOptions, render_html
+from geo_service.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
+from geo_service.settings import Settings
+from geo_service.snapshot import Snapshot
+
+router = APIRouter(prefix="/maps", tags=["maps"])
+
+BASEMAP_HELP = (
+    "Basemap, and with it the page's coordinate system: amap (高德, GCJ-02; fast in China, no "
+    "key), tianditu (天地图, WGS84; needs GEO_SERVICE_TIANDITU_KEY) or osm (WGS84)"
+)
+BasemapQuery = Annotated[Basemap | None, Query(description=BASEMAP_HELP)]
+
+# Built pages per snapshot: a reload swaps the snapshot, and its pages go with it.
+_pages: weakref.WeakKeyDictionary[Snapshot, dict[tuple[str, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+MAX_CACHED_PAGES = 64
+
+
+def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> str:
+    with _lock:
+        page = _pages.get(snap, {}).get(key)
+    if page is None:
+        page = build()
+        with _lock:
+            pages = _pages.setdefault(snap, {})
+            if len(pages) >= MAX_CACHED_PAGES:
+                pages.pop(next(iter(pages)))
+            pages[key] = page
+    return page
+
+
+def _options(request: Request, settings: Settings, basemap: Basemap | None) -> PageOptions:
+    chosen = Basemap(basemap or settings.basemap)
+    try:
+        check_available(chosen, settings.tianditu_key)
+    except BasemapUnavailable as exc:
+        raise bad_request(str(exc), "basemap") from None
+    variants = {
+        b: str(request.url.include_query_params(basemap=b.value))
+        for b in available(settings.tianditu_key)
+        if b is not chosen
+    }
+    return PageOptions(
+        basemap=chosen,
+        tianditu_key=settings.tianditu_key,
+        static_base="/static/",
+        grid_href=f"/maps/grids/{{code}}?basemap={chosen.value}",
+        variants=variants,
+    )
+
+
+def _html(page: str) -> HTMLResponse:
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/overview", response_class=HTMLResponse, summary="The whole city")
+async def overview(
+    request: Request, snap: SnapshotDep, settings: SettingsDep, basemap: BasemapQuery = None
+) -> HTMLResponse:
+    """Districts, streets, communities and grids (switchable, with popups), stalls clustered
+    with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
+    options = _options(request, settings, basemap)
+    key = ("overview", options.basemap.value)
+    return _html(_cached(snap, key, lambda: render_html(overview_map(snap, options), options)))
+
+
+@router.get("/grids/{code}", response_class=HTMLResponse, summary="One grid and its officer")
+async def grid(
+    request: Request,
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    code: Annotated[str, Path(description="15-digit grid code", examples=["370705001001001"])],
+    basemap: BasemapQuery = None,
+) -> HTMLResponse:
+    """The grid's outline and neighbours, stalls and vendor clusters inside or within 1 km of its
+    edge, and the officer's card."""
+    if not (len(code) == 15 and code.isdigit()):
+        raise bad_request(f"a grid code is 15 digits, got {code!r}", "code")
+    if code not in snap.grids.position:
+        raise not_found(f"unknown grid code {code!r}")
+    options = _options(request, settings, basemap)
+    overview_href = f"/maps/overview?basemap={options.basemap.value}"
+
+    def build() -> str:
+        return render_html(grid_map(snap, code, options, overview_href=overview_href), options)
+
+    return _html(_cached(snap, ("grid", code, options.basemap.value), build))
+
+
+@router.get(
+    "/data/grids",
+    response_class=GeoJSONResponse,
+    summary="Grids in view, in the map page's coordinate system",
+)
+async def grids_data(
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    bbox: Annotated[
+        str | None,
+        Query(description="minlon,minlat,maxlon,maxlat in the basemap's CRS (GCJ-02 for amap)"),
+    ] = None,
+    code: Annotated[str | None, Query(description="One grid by its 15-digit code")] = None,
+    basemap: BasemapQuery = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = DEFAULT_LIMIT,
+) -> GeoJSONResponse:
+    """What an overview of a large city loads as the user pans: the grids in the box, converted to
+    the basemap's CRS and rounded to 6 decimals (unlike ``/api/v1/grids``, which is WGS84).
+    ``truncated`` says when more grids matched than ``limit``."""
+    crs = PageOptions(basemap=Basemap(basemap or settings.basemap)).crs
+    if code is not None:
+        body = grid_by_code(snap, code, crs)
+    else:
+        box = parse_bbox(bbox)
+        if box is None:
+            raise bad_request("give bbox=minlon,minlat,maxlon,maxlat or code", "bbox")
+        body = grids_in_view(snap, box, crs, limit)
+    # Static maps written by `geo-service maps build` load this from file:// or another host.
+    return GeoJSONResponse(body, headers={"Access-Control-Allow-Origin": "*"})

@@ -1,0 +1,76 @@
+"""Grids, communities, streets and districts as map layers (simplified, in the page's CRS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from geo_service.crs import PointCRS
+from geo_service.maps.controls import GeoJsonLayer
+from geo_service.maps.display import feature_collection, simplify
+from geo_service.snapshot import Snapshot
+
+LEVEL_TITLES = {"district": "区", "street": "街道", "community": "社区", "grid": "网格"}
+LEVEL_STYLES: dict[str, dict[str, Any]] = {
+    "district": {"color": "#6a1b9a", "weight": 3, "fill": False},
+    "street": {"color": "#1565c0", "weight": 2, "dashArray": "6 4", "fill": False},
+    "community": {"color": "#2e7d32", "weight": 1.5, "fill": False},
+    "grid": {"color": "#546e7a", "weight": 0.8, "fillColor": "#90caf9", "fillOpacity": 0.08},
+}
+# Simplification tolerance in metres: finer for grids, which are read at street level.
+TOLERANCE_M = {"grid": 2.0, "community": 3.0, "street": 5.0, "district": 10.0}
+
+
+def grid_properties(snapshot: Snapshot, idx: npt.NDArray[np.int64]) -> list[dict[str, Any]]:
+    """What a grid's tooltip and popup show: code, name, community, officer, population."""
+    props = snapshot.grids.properties
+    return [
+        {
+            "code": p["code"],
+            "name": p["name"],
+            "level": "grid",
+            "community": p["community"]["name"],
+            "officer": p["officer"]["name"],
+            "phone": p["officer"]["phone"],
+            "population": p["population"],
+        }
+        for p in (props[int(i)] for i in idx)
+    ]
+
+
+def unit_collection(
+    snapshot: Snapshot, level: str, crs: PointCRS, simplified: bool = True
+) -> dict[str, Any]:
+    """All units of ``level`` as a FeatureCollection for the page."""
+    tolerance = TOLERANCE_M[level] if simplified else 0.0
+    if level == "grid":
+        idx = np.arange(len(snapshot.grids), dtype=np.int64)
+        geoms = snapshot.grids.frame.geometry.to_numpy()
+        props = grid_properties(snapshot, idx)
+    else:
+        units = snapshot.units(level)
+        geoms = units.geometry.to_numpy()
+        props = [
+            {
+                "code": str(code),
+                "name": str(name),
+                "level": level,
+                "population": int(pop),
+                "grids": int(n),
+            }
+            for code, name, pop, n in zip(
+                units["code"], units["name"], units["population"], units["grids"], strict=True
+            )
+        ]
+    geoms = simplify(geoms, snapshot.projection, tolerance)
+    return feature_collection(geoms, props, crs)
+
+
+def unit_layer(
+    snapshot: Snapshot, level: str, crs: PointCRS, show: bool, name: str | None = None
+) -> GeoJsonLayer:
+    data = unit_collection(snapshot, level, crs)
+    title = name or f"{LEVEL_TITLES[level]}（{len(data['features'])}）"
+    return GeoJsonLayer(data, title, LEVEL_STYLES[level], show=show)
