@@ -15,7 +15,7 @@ from rich.table import Table
 
 from geo_service.crs import PointCRS, to_wgs84
 from geo_service.dataset import layer_path, load_dataset
-from geo_service.layers import LayerFileError, load_layer
+from geo_service.layers import LayerFileError, Problem, load_layer
 from geo_service.schema import LayerName
 from geo_service.settings import Settings
 
@@ -69,21 +69,23 @@ def locate(
     snap = load_dataset(settings.data_dir, settings.dataset_name)
     x, y = to_wgs84(lon, lat, crs)
     i = int(snap.grids.index.locate(x, y)[0])
+    distance_m = None
     if i >= 0:
         grid = snap.grids.properties[i]
         result = {"grid": grid, "nearest": None}
     else:
         j, d = snap.grids.index.nearest(x, y)
         grid = snap.grids.properties[int(j[0])]
-        result = {"grid": None, "nearest": {"grid": grid, "distance_m": round(float(d[0]), 1)}}
+        distance_m = round(float(d[0]), 1)
+        result = {"grid": None, "nearest": {"grid": grid, "distance_m": distance_m}}
     if as_json:
         console.print_json(json.dumps(result, ensure_ascii=False))
         return
     if i < 0:
         console.print(
             f"No grid contains this point; nearest is {grid['code']} "
-            f"{grid['name']}, {result['nearest']['distance_m']} m away."
-        )  # type: ignore[index]
+            f"{grid['name']}, {distance_m} m away."
+        )
         raise typer.Exit(1)
     table = Table(show_header=False)
     table.add_row("网格 grid", f"{grid['code']} {grid['name']}")
@@ -96,7 +98,7 @@ def locate(
     console.print(table)
 
 
-def _print_problems(report_problems: list, limit: int = 50) -> None:  # type: ignore[type-arg]
+def _print_problems(report_problems: list[Problem], limit: int = 50) -> None:
     for p in report_problems[:limit]:
         colour = "yellow" if p.action != "rejected" else "red"
         err.print(f"[{colour}]{p}[/]")

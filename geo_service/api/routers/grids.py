@@ -85,7 +85,8 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
     except BulkInputError as exc:
         raise bad_request(exc.message, exc.field) from None
     idx = snap.grids.index.locate(lon, lat)
-    codes = np.append(snap.grids.codes, None)[idx]  # -1 picks the trailing None
+    with_none = np.append(snap.grids.codes, np.array([None], dtype=object))
+    codes = with_none[idx]  # -1 picks the trailing None
     return JSONResponse({"codes": codes.tolist(), "located": int((idx >= 0).sum())})
 
 
