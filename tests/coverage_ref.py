@@ -1,0 +1,59 @@
+"""PostGIS reference for coverage: ST_Area(ST_Intersection(grid, ST_Union(ST_Buffer(point, r))))
+in the metric CRS, per grid; used by the coverage tests and the benchmark."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import shapely
+
+from tests.pgref import load_table
+
+REFERENCE_QUAD_SEGS = 64  # finer than the engine's 32, so it stands closer to the true circle
+
+
+def load_coverage_tables(
+    conn: psycopg.Connection,
+    grid_codes: np.ndarray,
+    grid_geoms: np.ndarray,
+    point_codes: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    epsg: int,
+    prefix: str = "cov",
+) -> None:
+    """WGS84 grids and points into ``{prefix}_grids`` / ``{prefix}_points``, transformed by
+    PostGIS itself into ``epsg`` (so the projection is independent of the engine's pyproj)."""
+    load_table(conn, f"{prefix}_grids_wgs", list(grid_codes), grid_geoms)
+    load_table(conn, f"{prefix}_points_wgs", list(point_codes), shapely.points(lon, lat))
+    for kind in ("grids", "points"):
+        conn.execute(f"DROP TABLE IF EXISTS {prefix}_{kind}")
+        conn.execute(
+            f"CREATE TABLE {prefix}_{kind} AS SELECT code, ST_Transform(geom, {epsg}) AS geom "
+            f"FROM {prefix}_{kind}_wgs"
+        )
+        conn.execute(f"CREATE INDEX ON {prefix}_{kind} USING gist (geom)")
+        conn.execute(f"ANALYZE {prefix}_{kind}")
+
+
+def reference_sql(radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix: str = "cov") -> str:
+    r = float(radius_m)
+    return f"""
+        SELECT g.code, ST_Area(g.geom) AS area_m2,
+               COALESCE(ST_Area(ST_Intersection(g.geom, u.geom)), 0) AS covered_m2
+        FROM {prefix}_grids g
+        LEFT JOIN LATERAL (
+            SELECT ST_Union(ST_Buffer(p.geom, {r}, 'quad_segs={quad_segs}')) AS geom
+            FROM {prefix}_points p WHERE ST_DWithin(p.geom, g.geom, {r})
+        ) u ON true
+        ORDER BY g.code
+    """
+
+
+def reference_coverage(
+    conn: psycopg.Connection, radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS,
+    prefix: str = "cov",
+) -> dict[str, tuple[float, float]]:
+    """code → (area_m2, covered_m2) from PostGIS."""
+    rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()  # type: ignore[arg-type]
+    return {code: (float(a), float(c)) for code, a, c in rows}
