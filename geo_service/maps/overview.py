@@ -61,10 +61,13 @@ def _legend(radius_m: float, viewport: bool) -> str:
 def overview_map(
     snapshot: Snapshot,
     options: PageOptions,
-    inline_grid_limit: int = INLINE_GRID_LIMIT,
+    inline_grid_limit: int | None = None,
     radius_m: float = VENDOR_RADIUS_M,
 ) -> folium.Map:
+    """The overview; grids are inlined up to ``inline_grid_limit`` (``INLINE_GRID_LIMIT``)."""
     crs = options.crs
+    if inline_grid_limit is None:
+        inline_grid_limit = INLINE_GRID_LIMIT
     m = new_map(snapshot.bounds, options, f"{snapshot.name} 网格总览")
     viewport = len(snapshot.grids) > inline_grid_limit
     if viewport:

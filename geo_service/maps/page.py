@@ -112,13 +112,13 @@ def new_map(
     return m
 
 
-def legend(title: str, rows: Sequence[tuple[str, str]], extra: str = "") -> str:
-    """Legend HTML: (swatch HTML, label) rows."""
+def legend(title: str, rows: Sequence[tuple[str, str]], extra: str = "", head: str = "") -> str:
+    """Legend HTML: ``head``, then (swatch HTML, label) rows, then ``extra``."""
     body = "".join(
         f'<div class="gm-row">{swatch}<span>{html.escape(label)}</span></div>'
         for swatch, label in rows
     )
-    return f"<h4>{html.escape(title)}</h4>{body}{extra}"
+    return f"<h4>{html.escape(title)}</h4>{head}{body}{extra}"
 
 
 def line_swatch(color: str, weight: float, dash: bool = False, fill: str | None = None) -> str:

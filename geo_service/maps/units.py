@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from geo_service.crs import PointCRS
 from geo_service.maps.controls import GeoJsonLayer
-from geo_service.maps.display import feature_collection, simplify
+from geo_service.maps.display import GeomArray, feature_collection, simplify
 from geo_service.snapshot import Snapshot
 
 LEVEL_TITLES = {"district": "区", "street": "街道", "community": "社区", "grid": "网格"}
@@ -40,10 +40,11 @@ def grid_properties(snapshot: Snapshot, idx: npt.NDArray[np.int64]) -> list[dict
     ]
 
 
-def unit_collection(
-    snapshot: Snapshot, level: str, crs: PointCRS, simplified: bool = True
-) -> dict[str, Any]:
-    """All units of ``level`` as a FeatureCollection for the page."""
+def unit_features(
+    snapshot: Snapshot, level: str, simplified: bool = True
+) -> tuple[GeomArray, list[dict[str, Any]]]:
+    """Geometry (WGS84, simplified for display) and popup properties of every unit of
+    ``level``, in code order."""
     tolerance = TOLERANCE_M[level] if simplified else 0.0
     if level == "grid":
         idx = np.arange(len(snapshot.grids), dtype=np.int64)
@@ -64,8 +65,12 @@ def unit_collection(
                 units["code"], units["name"], units["population"], units["grids"], strict=True
             )
         ]
-    geoms = simplify(geoms, snapshot.projection, tolerance)
-    return feature_collection(geoms, props, crs)
+    return simplify(geoms, snapshot.projection, tolerance), props
+
+
+def unit_collection(snapshot: Snapshot, level: str, crs: PointCRS) -> dict[str, Any]:
+    """All units of ``level`` as a FeatureCollection for the page."""
+    return feature_collection(*unit_features(snapshot, level), crs)
 
 
 def unit_layer(

@@ -14,10 +14,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
-from geo_service.api.deps import SettingsDep, SnapshotDep, parse_bbox
+from geo_service.api.deps import CRS_HELP, SettingsDep, SnapshotDep, parse_bbox
 from geo_service.api.errors import bad_request, not_found
 from geo_service.api.responses import GeoJSONResponse
+from geo_service.api.routers.coverage import CoverageQueryDep, Level, core_errors, sites_of
+from geo_service.coverage import CoverageInputError
+from geo_service.crs import PointCRS
 from geo_service.maps.basemaps import Basemap, BasemapUnavailable, available, check_available
+from geo_service.maps.coverage import coverage_map
 from geo_service.maps.grid import grid_map
 from geo_service.maps.overview import overview_map
 from geo_service.maps.page import PageOptions, render_html
@@ -60,8 +64,9 @@ def _options(request: Request, settings: Settings, basemap: Basemap | None) -> P
         check_available(chosen, settings.tianditu_key)
     except BasemapUnavailable as exc:
         raise bad_request(str(exc), "basemap") from None
+    # Relative links ("?..."): the cached page does not depend on the host it was asked on.
     variants = {
-        b: str(request.url.include_query_params(basemap=b.value))
+        b: "?" + str(request.url.include_query_params(basemap=b.value).query)
         for b in available(settings.tianditu_key)
         if b is not chosen
     }
@@ -72,6 +77,12 @@ def _options(request: Request, settings: Settings, basemap: Basemap | None) -> P
         grid_href=f"/maps/grids/{{code}}?basemap={chosen.value}",
         variants=variants,
     )
+
+
+def _page_key(kind: str, options: PageOptions, *parts: str) -> tuple[str, ...]:
+    """Cache key: everything that changes the page's HTML."""
+    links = tuple(f"{b.value}={url}" for b, url in sorted(options.variants.items()))
+    return (kind, *parts, options.basemap.value, options.tianditu_key or "", *links)
 
 
 def _html(page: str) -> HTMLResponse:
@@ -85,7 +96,7 @@ async def overview(
     """Districts, streets, communities and grids (switchable, with popups), stalls clustered
     with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
     options = _options(request, settings, basemap)
-    key = ("overview", options.basemap.value)
+    key = _page_key("overview", options)
     return _html(_cached(snap, key, lambda: render_html(overview_map(snap, options), options)))
 
 
@@ -109,7 +120,68 @@ async def grid(
     def build() -> str:
         return render_html(grid_map(snap, code, options, overview_href=overview_href), options)
 
-    return _html(_cached(snap, ("grid", code, options.basemap.value), build))
+    return _html(_cached(snap, _page_key("grid", options, code), build))
+
+
+def parse_sites(add: str | None) -> list[list[float]]:
+    """``lon,lat;lon,lat`` -> [[lon, lat], ...] (ranges are checked by ``sites_of``)."""
+    if not add:
+        return []
+    sites = []
+    for k, item in enumerate(add.split(";")):
+        parts = item.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            sites.append([float(parts[0]), float(parts[1])])
+        except ValueError:
+            raise bad_request(f"item {k} is not lon,lat: {item!r}", "add") from None
+    return sites
+
+
+@router.get("/coverage", response_class=HTMLResponse, summary="Coverage, gaps and what-if sites")
+async def coverage(
+    request: Request,
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    q: CoverageQueryDep,
+    by: Annotated[Level, Query(description="Units coloured by coverage ratio")] = Level.grid,
+    add: Annotated[
+        str | None,
+        Query(description="Candidate sites lon,lat;lon,lat (in `crs`) for a what-if"),
+    ] = None,
+    crs: Annotated[PointCRS, Query(description=CRS_HELP + " (applies to `add`)")] = (
+        PointCRS.wgs84
+    ),
+    basemap: BasemapQuery = None,
+) -> HTMLResponse:
+    """Units coloured by the share of their population within ``radius_m`` of ``layer``,
+    the covered area and the gaps; with ``add``, the situation after adding those sites."""
+    lon, lat = sites_of(parse_sites(add), crs, "add")
+    options = _options(request, settings, basemap)
+    sites = ";".join(f"{x:.7f},{y:.7f}" for x, y in zip(lon, lat, strict=True))
+    key = _page_key(
+        "coverage",
+        options,
+        q.layer,
+        f"{q.radius_m:g}",
+        str(q.service),
+        str(q.active_only),
+        by.value,
+        sites,
+    )
+
+    def build() -> str:
+        m = coverage_map(
+            snap, options, q.layer, q.radius_m, by.value, q.service, q.active_only, lon, lat
+        )
+        return render_html(m, options)
+
+    try:
+        page = _cached(snap, key, build)
+    except CoverageInputError as exc:
+        raise core_errors(exc) from None
+    return _html(page)
 
 
 @router.get(

@@ -226,9 +226,9 @@
 
   function candidatePopup(p) {
     return '<div class="gm-popup"><b>候选点 ' + esc(p.code) + '</b>' + table([
-      ['经度', p.lon_wgs84],
-      ['纬度', p.lat_wgs84],
-      ['新增覆盖人口', number(p.gain_population), true],
+      ['经度 (WGS84)', p.lon_wgs84],
+      ['纬度 (WGS84)', p.lat_wgs84],
+      ['所在网格', p.grid_code],
     ]) + '</div>';
   }
 
