@@ -325,13 +325,18 @@ def test_viewport_grids_are_converted_and_selected(client: TestClient, snapshot:
     assert client.get("/maps/data/grids?code=000").json()["features"] == []
 
 
+def coloured_units(html: str) -> list[dict[str, Any]]:
+    """Features of the coverage page's units layer (the one styled per feature)."""
+    m = re.search(r"L\.geoJSON\((\{.*?\}), \{\s*style: function", html, re.S)
+    assert m
+    return list(json.loads(m.group(1))["features"])
+
+
 def test_coverage_page_summary_matches_the_api(client: TestClient) -> None:
     api = client.get("/api/v1/coverage?layer=stalls&radius_m=1000&by=community").json()
     html = client.get("/maps/coverage?layer=stalls&radius_m=1000&by=community").text
     assert f"{api['overall']['population_ratio'] * 100:.1f}%" in html
-    m = re.search(r"L\.geoJSON\((\{.*?\}), \{\s*style: function", html, re.S)
-    assert m
-    feats = json.loads(m.group(1))["features"]
+    feats = coloured_units(html)
     page = {f["id"]: f["properties"]["pop_ratio"] for f in feats}
     ref = {
         u["code"]: u["covered_population"] / u["population"]
@@ -419,3 +424,28 @@ def test_static_maps_survive_a_copy(
     shutil.copytree(out, moved)
     _local_assets_exist(moved / "overview.html")
     assert not (moved / "grids").exists()
+
+
+def test_coverage_map_of_a_large_city_is_drawn_by_community(
+    small_city: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the inline limit a grid-by-grid coverage page would be tens of megabytes."""
+    from geo_service.dataset import load_dataset
+    from geo_service.maps import overview
+
+    monkeypatch.setattr(overview, "INLINE_GRID_LIMIT", 20)
+    snap = load_dataset(small_city)
+    communities = len(
+        {
+            f["properties"]["community_code"]
+            for f in json.loads((small_city / "grids.geojson").read_text())["features"]
+        }
+    )
+    settings = Settings(data_dir=small_city)
+    with TestClient(create_app(settings, SnapshotStore(snap))) as c:
+        res = c.get("/maps/coverage?layer=stalls&radius_m=500&by=grid")
+        assert res.status_code == 422 and "by" in res.json()["detail"]
+        html = c.get("/maps/coverage?layer=stalls&radius_m=500").text
+        units = coloured_units(html)
+        assert len(units) == communities
+        assert {u["properties"]["level"] for u in units} == {"community"}

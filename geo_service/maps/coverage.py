@@ -22,8 +22,9 @@ import shapely
 from branca.colormap import LinearColormap, StepColormap
 from branca.element import Element
 
-from geo_service.coverage import aggregate, compute_coverage
+from geo_service.coverage import CoverageInputError, aggregate, compute_coverage
 from geo_service.crs import MetricProjection, PointCRS
+from geo_service.maps import overview
 from geo_service.maps.controls import GeoJsonLayer, HtmlControl, PointsLayer, RegisterLayers
 from geo_service.maps.display import discs, display_points, feature_collection
 from geo_service.maps.page import PageOptions, icon_swatch, legend, line_swatch, new_map
@@ -142,14 +143,24 @@ def coverage_map(
     options: PageOptions,
     layer: str,
     radius_m: float,
-    by: str = "grid",
+    by: str | None = None,
     service: str | None = None,
     active_only: bool = False,
     add_lon: Sequence[float] | npt.NDArray[np.float64] = (),
     add_lat: Sequence[float] | npt.NDArray[np.float64] = (),
 ) -> folium.Map:
-    """Coverage of ``layer`` within ``radius_m`` by ``by`` units, with candidate sites (WGS84)
-    if any. Bad parameters raise ``geo_service.coverage.CoverageInputError``."""
+    """Coverage of ``layer`` within ``radius_m`` by ``by`` units (default: grids, or
+    communities for a city too large to draw every grid), with candidate sites (WGS84) if any.
+    Bad parameters raise ``geo_service.coverage.CoverageInputError``."""
+    limit = overview.INLINE_GRID_LIMIT
+    too_many = len(snapshot.grids) > limit
+    by = by or ("community" if too_many else "grid")
+    if by == "grid" and too_many:
+        raise CoverageInputError(
+            f"{len(snapshot.grids):,} grids are too many to draw on one page "
+            f"(at most {limit:,}); use by=community, street or district",
+            "by",
+        )
     crs = options.crs
     result = compute_coverage(snapshot, layer, radius_m, by, service, active_only=active_only)
     points = snapshot.points(layer)

@@ -90,7 +90,15 @@ def new_map(
     root = m.get_root()
     assert isinstance(root, Figure)
     root.header.add_child(Element(f"<title>{html.escape(title)}</title>"), name="title")
-    setup = {"crs": options.crs.value, "basemap": options.basemap.value}
+    # No favicon request (it would be the page's only 404).
+    root.header.add_child(Element('<link rel="icon" href="data:,">'), name="favicon")
+    corners = [[float(lat[0]), float(lon[0])], [float(lat[1]), float(lon[1])]]
+    setup: dict[str, object] = {
+        "crs": options.crs.value,
+        "basemap": options.basemap.value,
+        "bounds": corners,
+        "maxZoom": max_zoom,
+    }
     if options.grid_href:
         setup["gridHref"] = options.grid_href
     PageSetup(setup).add_to(m)
@@ -102,8 +110,6 @@ def new_map(
             for j, source in enumerate(layer.tiles):
                 _tile_layer(source, f"{layer.label} {j}", True, False).add_to(group)
             group.add_to(m)
-    corners = [[float(lat[0]), float(lon[0])], [float(lat[1]), float(lon[1])]]
-    m.fit_bounds(corners, max_zoom=max_zoom)
     HtmlControl(
         f'<div class="gm-title">{html.escape(title)}</div>{_basemap_links(options)}',
         "bottomright",

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from geo_service.crs import PointCRS
 from geo_service.maps.controls import GeoJsonLayer
@@ -23,20 +24,35 @@ LEVEL_STYLES: dict[str, dict[str, Any]] = {
 TOLERANCE_M = {"grid": 2.0, "community": 3.0, "street": 5.0, "district": 10.0}
 
 
+# Popup property -> grid column. Read for the selected grids only: a viewport of a 100k-grid
+# city needs a few hundred, not a dict per grid of the whole city.
+GRID_FIELDS = {
+    "code": "code",
+    "name": "name",
+    "community": "community_name",
+    "officer": "officer_name",
+    "phone": "officer_phone",
+    "population": "population",
+}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def grid_properties(snapshot: Snapshot, idx: npt.NDArray[np.int64]) -> list[dict[str, Any]]:
     """What a grid's tooltip and popup show: code, name, community, officer, population."""
-    props = snapshot.grids.properties
+    frame = snapshot.grids.frame
+    columns = {
+        key: frame[col].to_numpy()[idx] if col in frame else np.full(len(idx), None)
+        for key, col in GRID_FIELDS.items()
+    }
+    rows = zip(*columns.values(), strict=True)
     return [
-        {
-            "code": p["code"],
-            "name": p["name"],
-            "level": "grid",
-            "community": p["community"]["name"],
-            "officer": p["officer"]["name"],
-            "phone": p["officer"]["phone"],
-            "population": p["population"],
-        }
-        for p in (props[int(i)] for i in idx)
+        {"level": "grid", **{k: _plain(v) for k, v in zip(columns, row, strict=True)}}
+        for row in rows
     ]
 
 

@@ -145,7 +145,13 @@ async def coverage(
     snap: SnapshotDep,
     settings: SettingsDep,
     q: CoverageQueryDep,
-    by: Annotated[Level, Query(description="Units coloured by coverage ratio")] = Level.grid,
+    by: Annotated[
+        Level | None,
+        Query(
+            description="Units coloured by coverage ratio (default grid; community above "
+            "5,000 grids)"
+        ),
+    ] = None,
     add: Annotated[
         str | None,
         Query(description="Candidate sites lon,lat;lon,lat (in `crs`) for a what-if"),
@@ -167,13 +173,21 @@ async def coverage(
         f"{q.radius_m:g}",
         str(q.service),
         str(q.active_only),
-        by.value,
+        by.value if by else "",
         sites,
     )
 
     def build() -> str:
         m = coverage_map(
-            snap, options, q.layer, q.radius_m, by.value, q.service, q.active_only, lon, lat
+            snap,
+            options,
+            q.layer,
+            q.radius_m,
+            by.value if by else None,
+            q.service,
+            q.active_only,
+            lon,
+            lat,
         )
         return render_html(m, options)
 

@@ -57,6 +57,11 @@
     GM.map = map;
     GM.options = options || {};
     GM.crs = GM.options.crs || 'wgs84';
+    if (GM.options.bounds) {
+      // Not animated: a zoom animation started during page load can leave Leaflet waiting for
+      // a transitionend that never comes, and every later setView is then ignored.
+      map.fitBounds(GM.options.bounds, { maxZoom: GM.options.maxZoom || 17, animate: false });
+    }
     if (GM.crs === 'gcj02') {
       // Browser geolocation is WGS84; shift it before Leaflet (and the locate control) see it.
       var handle = map._handleGeolocationResponse;
@@ -159,11 +164,14 @@
   /** onEachFeature for grids, communities, streets and districts. */
   GM.bindUnit = function (feature, layer) {
     var p = feature.properties;
-    var tip = esc(LEVEL[p.level] || '') + ' ' + esc(p.code) + '<br>' + esc(p.name);
-    if (p.officer) tip += '<br>网格员：' + esc(p.officer);
-    if (p.ratio !== undefined) tip += '<br>覆盖率 ' + (p.ratio * 100).toFixed(1) + '%';
-    layer.bindTooltip(tip, { sticky: true });
-    layer.bindPopup(unitPopup(p), { maxWidth: 320 });
+    // Content is built when first shown: thousands of features open faster.
+    layer.bindTooltip(function () {
+      var tip = esc(LEVEL[p.level] || '') + ' ' + esc(p.code) + '<br>' + esc(p.name);
+      if (p.officer) tip += '<br>网格员：' + esc(p.officer);
+      if (p.ratio !== undefined) tip += '<br>覆盖率 ' + (p.ratio * 100).toFixed(1) + '%';
+      return tip;
+    }, { sticky: true });
+    layer.bindPopup(function () { return unitPopup(p); }, { maxWidth: 320 });
     if (p.level === 'grid') GM.index[p.code] = { layer: layer, group: GM.index[p.code] && GM.index[p.code].group };
   };
 
@@ -245,8 +253,8 @@
       var p = {};
       columns.forEach(function (c, i) { p[c] = row[i]; });
       var m = L.marker([p.lat, p.lon], { icon: make[0](p), code: p.code, title: p.code + ' ' + (p.name || '') });
-      m.bindPopup(make[1](p), { maxWidth: 320 });
-      m.bindTooltip(esc(p.code) + (p.name ? '<br>' + esc(p.name) : ''));
+      m.bindPopup(function () { return make[1](p); }, { maxWidth: 320 });
+      m.bindTooltip(function () { return esc(p.code) + (p.name ? '<br>' + esc(p.name) : ''); });
       GM.index[p.code] = { layer: m, group: group };
       return m;
     });
