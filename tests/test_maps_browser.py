@@ -367,6 +367,14 @@ def test_large_city_loads_grids_in_view(
             arg=far,
             timeout=10_000,
         )
+        # Moving there reloads the grids in view; the found grid stays open and loaded.
+        page.wait_for_function(
+            "c => GeoMaps.layers.grids.getLayers().length > 1"
+            " && !document.querySelector('.gm-hint').textContent.includes('加载')"
+            " && GeoMaps.find(c) && GeoMaps.find(c).isPopupOpen()",
+            arg=far,
+            timeout=10_000,
+        )
         opened.watch.check()
         shot(opened, artifacts, f"overview-viewport-{basemap}")
 

@@ -236,7 +236,7 @@ def coverage_map(
         points, radius_m, snapshot.projection, crs, f"设施 {radius_m:g} 米范围", idx=fac
     ).add_to(m)
     layers["facilities"] = marker_layer(
-        points, crs, f"{what}（{len(fac)}）", idx=fac, clustered=len(fac) > 200
+        points, crs, f"{what}（{len(fac)}）", idx=fac, clustered=len(fac) > 100
     ).add_to(m)
     if wi is not None:
         layers.update(_candidate_layers(m, snapshot, wi, radius_m, crs))

@@ -389,16 +389,25 @@
         if (!fc) return;
         layer.clearLayers();
         layer.addData(fc);
+        reopen();
         box.textContent = fc.truncated
           ? '显示 ' + fc.features.length + ' / ' + fc.numberMatched + ' 个网格，请放大'
           : '网格 ' + fc.features.length + ' 个';
       }, failed);
     }
 
+    // A grid found by the search box: the move to it reloads the view, so open it again then.
+    function reopen() {
+      var l = loader.focus && GM.find(loader.focus);
+      loader.focus = null;
+      if (l && layer.hasLayer(l)) l.openPopup(l.getBounds().getCenter());
+    }
+
     loader.fetchCode = function (code) {
       return load({ code: code, basemap: options.basemap }).then(function (fc) {
         if (!fc || !fc.features.length) return null;
         layer.addData(fc);
+        loader.focus = code;
         return GM.find(code);
       }, failed);
     };
