@@ -213,6 +213,90 @@ def synth(
     console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
 
 
+@app.command(name="qr")
+def qr_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("qr"),
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL printed in the codes (default: GEO_SERVICE_PUBLIC_BASE_URL)"),
+    ] = None,
+    pdf: Annotated[bool, typer.Option(help="Also write sheet.pdf (needs a CJK font)")] = True,
+) -> None:
+    """Write every stall's QR code (svg/CODE.svg, png/CODE.png) and a printable A4 sheet with
+    the electronic number and name under each code (sheet.html, sheet.pdf) for the sign-maker."""
+    from geo_service.qr import write_all
+
+    settings = Settings()
+    base = base_url or settings.public_base_url
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    if base.startswith(("http://127.", "http://localhost")):
+        err.print(
+            f"[yellow]the codes will point at {base}, which phones cannot reach: set "
+            "GEO_SERVICE_PUBLIC_BASE_URL or --base-url to the public address[/]"
+        )
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"{len(snap.stalls)} stall codes", total=len(snap.stalls))
+        result = write_all(
+            snap.stalls, base, out, pdf=pdf, progress=lambda n: progress.advance(task, n)
+        )
+    for note in result.notes:
+        err.print(f"[yellow]{note}[/]")
+    sheets = ", ".join(str(p) for p in (result.sheet_html, result.sheet_pdf) if p)
+    console.print(f"wrote {len(result.codes)} codes to {out}/svg and {out}/png; sheet: {sheets}")
+
+
+@app.command()
+def coverage(
+    layer: Annotated[LayerName, typer.Option(help="stalls or vendor_clusters")],
+    radius: Annotated[float, typer.Option(help="Radius in metres (300/500/1000: life circles)")],
+    by: Annotated[str, typer.Option(help="grid, community, street or district")] = "grid",
+    service: Annotated[
+        str | None, typer.Option(help="Only stalls offering 修鞋, 修车 or 修锁配钥匙")
+    ] = None,
+    active_only: Annotated[bool, typer.Option(help="Only facilities with status active")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Report path: writes .html, .csv, .geojson and -gaps.geojson")
+    ] = Path("coverage.html"),
+) -> None:
+    """Coverage of a layer within a radius by grid, community, street or district: CSV and
+    GeoJSON of the units, GeoJSON of the gaps, and an HTML report with a map and a bar chart."""
+    from geo_service.coverage import CoverageInputError, check_radius, compute_coverage
+    from geo_service.coverage_report import write_report
+
+    settings = Settings()
+    try:
+        check_radius(radius, settings.max_radius_m)
+    except CoverageInputError as exc:
+        err.print(f"[red]--radius: {exc.message}[/]")
+        raise typer.Exit(2) from None
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"coverage of {len(snap.grids):,} grids", total=len(snap.grids))
+        try:
+            result = compute_coverage(
+                snap,
+                layer.value,
+                radius,
+                by,
+                service,
+                active_only=active_only,
+                progress=lambda n: progress.advance(task, n),
+            )
+        except CoverageInputError as exc:
+            err.print(f"[red]--{exc.field.replace('_m', '').replace('_', '-')}: {exc.message}[/]")
+            raise typer.Exit(2) from None
+        progress.add_task("gaps and report", total=None)
+        files = write_report(result, out, settings.dataset_name)
+    o = result.overall
+    console.print(
+        f"{layer.value} within {radius:g} m: area {o['area_ratio']:.1%} "
+        f"({o['covered_m2'] / 1e6:,.2f} of {o['area_m2'] / 1e6:,.2f} km²), population "
+        f"{o['population_ratio']:.1%} ({o['covered_population']:,.0f} of {o['population']:,.0f}); "
+        f"{len(result.gaps)} gaps"
+    )
+    for path in (files.html, files.csv, files.geojson, files.gaps):
+        console.print(f"  wrote {path}")
+
 
 maps_app = typer.Typer(
     help="Interactive HTML maps (Folium) with self-hosted assets.", no_args_is_help=True

@@ -303,8 +303,9 @@ def _check_field(
         msgs = values.map(lambda v, c=check: None if v is None else c(v))
         failed = msgs.notna().to_numpy() & ~isnull
         for r, c, m in zip(rownum[failed], codes[failed], msgs[failed], strict=True):
-            report.problems.append(Problem(int(r), c, f.name, str(m)))
-        bad |= failed
+            report.problems.append(Problem(int(r), c, f.name, str(m), f.check_action))
+        if f.check_action == "rejected":
+            bad |= failed
     return values, bad
 
 

@@ -9,6 +9,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
+
+from geo_service.hours import check as check_hours
 
 
 class LayerName(StrEnum):
@@ -37,6 +40,9 @@ class Field:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     checks: tuple[FieldCheck, ...] = ()
+    # "warning": a failed check keeps the row (reported, not rejected). Used where hiding the
+    # feature would hurt more than the bad value, e.g. a stall whose hours cannot be read.
+    check_action: Literal["rejected", "warning"] = "rejected"
 
     def regex(self) -> re.Pattern[str] | None:
         return re.compile(self.pattern) if self.pattern else None
@@ -90,7 +96,7 @@ STALLS = LayerSchema(
         Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
         Field("name"),
         Field("services", FieldType.text_list, choices=SERVICES),
-        Field("hours"),
+        Field("hours", checks=(check_hours,), check_action="warning"),  # OSM opening_hours syntax
         Field("status", choices=STALL_STATUSES),
         Field("address", required=False),
         Field("operator", required=False),
@@ -108,7 +114,7 @@ VENDOR_CLUSTERS = LayerSchema(
         Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
         Field("name"),
         Field("kind", choices=CLUSTER_KINDS),
-        Field("hours"),
+        Field("hours", checks=(check_hours,), check_action="warning"),  # OSM opening_hours syntax
         Field("pitches", FieldType.integer, required=False, minimum=0),
         Field("status", choices=STALL_STATUSES),
         Field("address", required=False),

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     walk_speed_m_per_min: float = Field(
         70.0, gt=0, description="Walking speed for walk_minutes (4.2 km/h: an unhurried adult)"
     )
+    walk_detour_factor: float = Field(
+        1.3,
+        ge=1.0,
+        description="Street distance / straight-line distance for walk_minutes (about 1.3 in "
+        "a city street grid)",
+    )
     tianditu_key: str | None = Field(None, description="Tianditu tile key (tk)")
     basemap: str = Field("amap", description="Default basemap: amap, tianditu or osm")
 

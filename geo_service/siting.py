@@ -21,6 +21,7 @@ exactly by the coverage engine (``what_if``), not taken from the sampled objecti
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,16 +151,20 @@ def solve_mclp(
         key = cands.tobytes()
         groups[key] = groups.get(key, 0.0) + float(weights[d_idx[0]])
         members.setdefault(key, cands)
-    model = pulp.LpProblem("mclp", pulp.LpMaximize)
-    mclp = MCLP("mclp", model)
-    FacilityModelBuilder.add_facility_integer_variable(mclp, range(n_cand), "x[{i}]")
-    FacilityModelBuilder.add_client_integer_variable(mclp, range(len(groups)), "y[{i}]")
-    x, y = mclp.fac_vars, mclp.cli_vars
-    model += pulp.lpSum(w * y[i] for i, w in enumerate(groups.values()))
-    for i, cands in enumerate(members.values()):
-        model += pulp.lpSum(x[j] for j in cands.tolist()) >= y[i]
-    FacilityModelBuilder.add_facility_constraint(mclp, p)
-    mclp.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s), results=False)
+    with warnings.catch_warnings():
+        # PuLP 3 announces API changes for 4.0 (spopt's variables, the bundled CBC); the
+        # bundled CBC is what keeps this working offline.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = pulp.LpProblem("mclp", pulp.LpMaximize)
+        mclp = MCLP("mclp", model)
+        FacilityModelBuilder.add_facility_integer_variable(mclp, range(n_cand), "x[{i}]")
+        FacilityModelBuilder.add_client_integer_variable(mclp, range(len(groups)), "y[{i}]")
+        x, y = mclp.fac_vars, mclp.cli_vars
+        model += pulp.lpSum(w * y[i] for i, w in enumerate(groups.values()))
+        for i, cands in enumerate(members.values()):
+            model += pulp.lpSum(x[j] for j in cands.tolist()) >= y[i]
+        FacilityModelBuilder.add_facility_constraint(mclp, p)
+        mclp.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s), results=False)
     chosen = np.array([j for j, v in enumerate(x) if (v.value() or 0) > 0.5], dtype=np.int64)
     status = pulp.LpStatus[model.status]
     return chosen, float(pulp.value(model.objective) or 0.0), status

@@ -82,3 +82,32 @@ def chromium_path() -> str:
     if not Path(path).exists():
         missing(f"Chromium ({path})")
     return path
+
+
+@pytest.fixture(scope="session")
+def live_server(snapshot: Snapshot) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port (for browser tests); stopped at the end."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(Settings(data_dir=DATA_DIR, public_base_url=base), SnapshotStore(snapshot))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the test server did not start")
+        time.sleep(0.05)
+    yield base
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -7,6 +7,7 @@ import numpy as np
 import psycopg
 import shapely
 
+from geo_service.snapshot import Snapshot
 from tests.pgref import load_table
 
 REFERENCE_QUAD_SEGS = 64  # finer than the engine's 32, so it stands closer to the true circle
@@ -36,7 +37,31 @@ def load_coverage_tables(
         conn.execute(f"ANALYZE {prefix}_{kind}")
 
 
-def reference_sql(radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix: str = "cov") -> str:
+def load_snapshot(
+    conn: psycopg.Connection,
+    snapshot: Snapshot,
+    layer: str,
+    keep: np.ndarray | None = None,
+    prefix: str = "cov",
+) -> None:
+    """A snapshot's grids and one point layer (optionally only where ``keep``) into PostGIS."""
+    points = snapshot.points(layer)
+    sel = slice(None) if keep is None else keep
+    load_coverage_tables(
+        conn,
+        snapshot.grids.codes,
+        snapshot.grids.frame.geometry.to_numpy(),
+        points.codes[sel],
+        points.index.lon[sel],
+        points.index.lat[sel],
+        snapshot.projection.epsg,
+        prefix,
+    )
+
+
+def reference_sql(
+    radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix: str = "cov"
+) -> str:
     r = float(radius_m)
     return f"""
         SELECT g.code, ST_Area(g.geom) AS area_m2,
@@ -51,9 +76,11 @@ def reference_sql(radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS, prefix:
 
 
 def reference_coverage(
-    conn: psycopg.Connection, radius_m: float, quad_segs: int = REFERENCE_QUAD_SEGS,
+    conn: psycopg.Connection,
+    radius_m: float,
+    quad_segs: int = REFERENCE_QUAD_SEGS,
     prefix: str = "cov",
 ) -> dict[str, tuple[float, float]]:
     """code → (area_m2, covered_m2) from PostGIS."""
-    rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()
     return {code: (float(a), float(c)) for code, a, c in rows}

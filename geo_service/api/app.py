@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from geo_service import __version__
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
-from geo_service.api.routers import coverage, grids, maps, service
+from geo_service.api.routers import coverage, grids, maps, pages, service, stalls
 from geo_service.dataset import load_dataset
 from geo_service.settings import Settings
 from geo_service.snapshot import SnapshotStore
@@ -58,6 +58,8 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(service.router)
     app.include_router(grids.router)
+    app.include_router(stalls.router)
+    app.include_router(pages.router)
     app.include_router(coverage.router)
     app.include_router(maps.router)
     return app

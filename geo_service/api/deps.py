@@ -107,3 +107,24 @@ def bbox_param(
 
 
 BBoxDep = Annotated[tuple[float, float, float, float] | None, Depends(bbox_param)]
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+
+def page_params(
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
+    offset: Annotated[int, Query(ge=0, description="Features to skip")] = 0,
+) -> Page:
+    """``limit`` (default and cap from the settings) and ``offset`` of a paged listing."""
+    limit = settings.page_limit_default if limit is None else limit
+    if limit > settings.page_limit_max:
+        raise bad_request(f"at most {settings.page_limit_max}", "limit")
+    return Page(limit, offset)
+
+
+PageDep = Annotated[Page, Depends(page_params)]

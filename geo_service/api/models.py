@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class CodeName(BaseModel):
@@ -110,3 +110,69 @@ class Meta(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+# --- residents: repair stalls (小蓝棚) and vendor clusters (便民摊点群) ---------------------------
+
+
+class FacilityBase(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="Unified electronic number (统一电子编号)")
+    name: str
+    hours: str = Field(description="Opening hours, OpenStreetMap opening_hours syntax")
+    hours_text: str = Field(description="The hours in short Chinese, for display")
+    status: Literal["active", "suspended", "relocated", "retired"]
+    open_now: bool = Field(
+        description="Open at the request's time (`at`, default now in Asia/Shanghai): status "
+        "active and within the opening hours"
+    )
+    address: str | None = None
+    operator: str | None = None
+    grid_code: str | None = Field(None, description="Grid the facility belongs to")
+    lon: float = Field(description="WGS84 longitude")
+    lat: float = Field(description="WGS84 latitude")
+
+
+class Stall(FacilityBase):
+    services: list[Literal["修鞋", "修车", "修锁配钥匙"]]
+    phone: str | None = None
+    opened: str | None = None
+
+
+class VendorCluster(FacilityBase):
+    kind: str = Field(description="早市, 夜市, 便民市场, 农贸集市 or 小吃街")
+    pitches: int | None = Field(None, description="Number of vendor pitches")
+
+
+class WalkEstimate(BaseModel):
+    speed_m_per_min: float
+    detour_factor: float
+    method: str
+
+
+def _nearest_models(key: str, item: type[BaseModel]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``{key: ITEM, distance_m, walk_minutes}`` and the response listing them, per layer."""
+    result = create_model(
+        f"Nearest{item.__name__}",
+        **{key: (item, ...)},  # type: ignore[call-overload]
+        distance_m=(
+            float,
+            Field(description="Geodesic (WGS84 ellipsoid) straight-line distance, metres"),
+        ),
+        walk_minutes=(float, Field(description="distance_m × detour_factor / speed_m_per_min")),
+    )
+    response = create_model(
+        f"Nearest{item.__name__}sResponse",
+        point=(PointEcho, ...),
+        at=(str, Field(description="The moment open_now refers to (ISO 8601, Asia/Shanghai)")),
+        walk=(WalkEstimate, ...),
+        results=(list[result], Field(description="Nearest first")),
+    )
+    return result, response
+
+
+NearestStall, NearestStallsResponse = _nearest_models("stall", Stall)
+NearestVendorCluster, NearestVendorClustersResponse = _nearest_models(
+    "vendor_cluster", VendorCluster
+)

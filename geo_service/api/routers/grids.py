@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 
-from geo_service.api.deps import BBoxDep, PointDep, SettingsDep, SnapshotDep
+from geo_service.api.deps import BBoxDep, PageDep, PointDep, SettingsDep, SnapshotDep
 from geo_service.api.errors import bad_request, not_found
 from geo_service.api.geojson import collection, feature, geometries_json
 from geo_service.api.models import (
@@ -99,17 +99,12 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
 async def list_grids(
     request: Request,
     snap: SnapshotDep,
-    settings: SettingsDep,
+    page: PageDep,
     bbox: BBoxDep,
     district: Annotated[str | None, Query(description="6-digit district code")] = None,
     street: Annotated[str | None, Query(description="9-digit street code")] = None,
     community: Annotated[str | None, Query(description="12-digit community code")] = None,
-    limit: Annotated[int | None, Query(ge=1, description="Page size")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> GeoJSONResponse:
-    limit = settings.page_limit_default if limit is None else limit
-    if limit > settings.page_limit_max:
-        raise bad_request(f"at most {settings.page_limit_max}", "limit")
     frame = snap.grids.frame
     mask = np.ones(len(frame), dtype=bool)
     if bbox is not None:
@@ -127,11 +122,11 @@ async def list_grids(
                 raise not_found(f"unknown {column.removesuffix('_code')} code {value!r}")
             mask &= col == value
     hits = np.flatnonzero(mask)
-    page = hits[offset : offset + limit]
-    geoms = geometries_json(frame.geometry.to_numpy()[page])
+    rows = hits[page.offset : page.offset + page.limit]
+    geoms = geometries_json(frame.geometry.to_numpy()[rows])
     props = snap.grids.properties
-    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(page, geoms, strict=True)]
-    return GeoJSONResponse(collection(feats, len(hits), request.url, offset, limit))
+    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(rows, geoms, strict=True)]
+    return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
 
 
 @router.get(

@@ -1,0 +1,99 @@
+"""What-if: incremental updates agree with a full recomputation and with hand-worked areas."""
+
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+from geo_service.coverage import CoverageInputError, compute_coverage
+from geo_service.schema import LayerName
+from geo_service.snapshot import Snapshot, build_snapshot
+from geo_service.whatif import what_if
+from tests.handmade_city import Site, Square, build, to_lonlat
+
+
+def with_points(
+    snapshot: Snapshot, layer: str, lon: list[float], lat: list[float], drop: list[str]
+) -> Snapshot:
+    """A fresh snapshot with points added to / removed from a layer (no shared cache)."""
+    frames = {
+        LayerName.grids: snapshot.grids.frame,
+        LayerName.stalls: snapshot.stalls.frame,
+        LayerName.vendor_clusters: snapshot.vendor_clusters.frame,
+    }
+    frame = frames[LayerName(layer)]
+    frame = frame[~frame["code"].isin(drop)]
+    extra = gpd.GeoDataFrame(
+        {"code": [f"NEW-000000-{i:03d}" for i in range(len(lon))]},
+        geometry=shapely.points(lon, lat) if lon else gpd.GeoSeries([]),
+        crs=4326,
+    )
+    frames[LayerName(layer)] = gpd.GeoDataFrame(
+        gpd.pd.concat([frame, extra], ignore_index=True), crs=4326
+    )
+    return build_snapshot(frames, "modified", "2", projection=snapshot.projection)
+
+
+def test_adding_a_disc_to_an_empty_layer() -> None:
+    snap = build([Square(-1000, -1000, 0, 1000, 500), Square(0, -1000, 1000, 1000, 1500)])
+    res = what_if(snap, "stalls", 400, *zip(to_lonlat(0, 0), strict=True), by="grid")
+    half = math.pi * 400**2 / 2
+    assert res.before["covered_m2"] == 0
+    assert res.after["covered_m2"] == pytest.approx(2 * half, rel=1e-9)
+    assert res.gain["covered_population"] == pytest.approx((500 + 1500) * half / 2e6, rel=1e-9)
+    assert res.units["code"].tolist() == ["370705001001001", "370705001001002"]
+    np.testing.assert_allclose(res.units["covered_m2_after"], half, rtol=1e-9)
+    assert res.added["grid_code"].iloc[0] in res.units["code"].tolist()
+
+
+def test_removing_every_facility_uncovers_everything() -> None:
+    snap = build([Square(0, 0, 1000, 1000, 100)], [Site(200, 200), Site(800, 800)])
+    res = what_if(snap, "stalls", 300, remove=["XLP-370705-001", "XLP-370705-002"])
+    assert res.before["covered_m2"] > 0
+    assert res.after["covered_m2"] == pytest.approx(0, abs=1e-9)
+    assert res.after["covered_population"] == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("by", ["grid", "community", "street", "district"])
+def test_incremental_equals_full_recomputation(snapshot: Snapshot, by: str) -> None:
+    layer, radius = "vendor_clusters", 1000.0
+    base = compute_coverage(snapshot, layer, radius)
+    gap = base.gaps.geometry.iloc[0].representative_point()
+    drop = [str(snapshot.vendor_clusters.codes[3])]
+    res = what_if(snapshot, layer, radius, [gap.x], [gap.y], drop, by=by)
+    full = compute_coverage(with_points(snapshot, layer, [gap.x], [gap.y], drop), layer, radius, by)
+    for key, value in full.overall.items():
+        assert res.after[key] == pytest.approx(value, rel=1e-9, abs=1e-6)
+    assert res.before == pytest.approx(base.overall)
+    # Every unit whose figures differ is reported, with the right numbers, and no other.
+    before = compute_coverage(snapshot, layer, radius, by).units.set_index("code")
+    after = full.units.set_index("code")
+    moved = after.index[np.abs(after["covered_m2"] - before["covered_m2"]) > 1e-6].tolist()
+    assert sorted(res.units["code"]) == sorted(moved)
+    assert len(moved) > 0
+    got = res.units.set_index("code")
+    np.testing.assert_allclose(got["covered_m2_after"], after.loc[got.index, "covered_m2"])
+    np.testing.assert_allclose(got["covered_m2_before"], before.loc[got.index, "covered_m2"])
+    assert len(res.grids) < len(snapshot.grids) / 5  # only nearby grids were recomputed
+
+
+def test_bad_what_if_input(snapshot: Snapshot) -> None:
+    with pytest.raises(CoverageInputError) as exc:
+        what_if(snapshot, "stalls", 500, remove=["XLP-000000-999"])
+    assert exc.value.field == "remove"
+    with pytest.raises(CoverageInputError) as exc:
+        what_if(snapshot, "stalls", 500, [-70.0], [40.0])  # New York: outside the metric CRS
+    assert exc.value.field == "add"
+    with pytest.raises(CoverageInputError) as exc:
+        what_if(snapshot, "stalls", -5, [119.1], [36.7])
+    assert exc.value.field == "radius_m"
+
+
+def test_nothing_changed_is_nothing_changed(snapshot: Snapshot) -> None:
+    res = what_if(snapshot, "stalls", 500)
+    assert res.before == res.after
+    assert len(res.units) == 0 and len(res.grids) == 0
