@@ -45,11 +45,12 @@ VENDORED: dict[str, str | None] = {
 # Our own elements link their files as "static:<path under static/>".
 LOCAL_PREFIX = "static:"
 
-# Folders copied next to statically written maps.
-ASSET_DIRS = (
+# Files and folders (under static/) copied next to statically written maps.
+ASSETS = (
     "vendor/leaflet",
     "vendor/leaflet.markercluster",
     "vendor/leaflet.locatecontrol",
+    "resident/coords.js",
     "maps",
 )
 
@@ -111,6 +112,11 @@ def external_links(html: str) -> list[str]:
 def copy_assets(out_dir: Path) -> Path:
     """Copy the files the maps link into ``out_dir/static/``; returns that folder."""
     target = Path(out_dir) / "static"
-    for sub in ASSET_DIRS:
-        shutil.copytree(STATIC_DIR / sub, target / sub, dirs_exist_ok=True)
+    for sub in ASSETS:
+        source = STATIC_DIR / sub
+        if source.is_dir():
+            shutil.copytree(source, target / sub, dirs_exist_ok=True)
+        else:
+            (target / sub).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / sub)
     return target

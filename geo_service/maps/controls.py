@@ -45,7 +45,10 @@ class PageSetup(JSCSSMixin):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__()
         self._name = "PageSetup"
-        self.default_js = [("geomaps_js", LOCAL_PREFIX + "maps/geomaps.js")]
+        self.default_js = [
+            ("coords_js", LOCAL_PREFIX + "resident/coords.js"),
+            ("geomaps_js", LOCAL_PREFIX + "maps/geomaps.js"),
+        ]
         self.default_css = [("geomaps_css", LOCAL_PREFIX + "maps/geomaps.css")]
         self.options_js = js_value(dict(options))
 
