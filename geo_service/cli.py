@@ -448,5 +448,64 @@ def coverage(
         console.print(f"  wrote {path}")
 
 
+maps_app = typer.Typer(
+    help="Interactive HTML maps (Folium) with self-hosted assets.", no_args_is_help=True
+)
+app.add_typer(maps_app, name="maps")
+
+
+@maps_app.command("build")
+def maps_build(
+    basemap: Annotated[
+        str | None,
+        typer.Option(help="amap (GCJ-02, default), tianditu (needs a key) or osm (WGS84)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("maps"),
+    grids: Annotated[
+        str, typer.Option(help="Grid pages: all, none, or comma-separated grid codes")
+    ] = "all",
+    radius: Annotated[
+        list[float] | None, typer.Option(help="Coverage radius in metres (repeatable)")
+    ] = None,
+) -> None:
+    """Write every map (overview, one page per grid, coverage) as static HTML to OUT, with the
+    scripts and styles they need in OUT/static/ (no CDN)."""
+    from geo_service.maps.basemaps import Basemap, BasemapUnavailable
+    from geo_service.maps.build import build_maps, coverage_plan
+
+    settings = Settings()
+    try:
+        chosen = Basemap(basemap or settings.basemap)
+    except ValueError:
+        err.print(f"[red]unknown basemap {basemap!r}: amap, tianditu or osm[/]")
+        raise typer.Exit(2) from None
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    codes = None if grids == "all" else [c for c in grids.split(",") if c and grids != "none"]
+    coverage = coverage_plan(radius or [1000.0])
+    total = 1 + len(coverage) + (len(snap.grids) if codes is None else len(codes))
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"maps ({chosen.value})", total=total)
+        try:
+            built = build_maps(
+                snap,
+                out,
+                chosen,
+                settings.tianditu_key,
+                settings.public_base_url,
+                codes,
+                coverage,
+                progress=lambda title: progress.advance(task),
+            )
+        except BasemapUnavailable as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+        except KeyError as exc:
+            err.print(f"[red]{exc.args[0]}[/]")
+            raise typer.Exit(2) from None
+    size = sum(b.size for b in built)
+    console.print(
+        f"wrote {len(built)} maps ({size / 1e6:,.1f} MB) to {out}/ (open {out}/index.html)"
+    )
+
 if __name__ == "__main__":
     app()

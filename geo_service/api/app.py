@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from geo_service import __version__
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
-from geo_service.api.routers import coverage, edits, grids, pages, service, stalls
+from geo_service.api.routers import coverage, edits, grids, maps, pages, service, stalls
 from geo_service.auth import KeyVerifier
 from geo_service.reloader import Reloader
 from geo_service.settings import Settings
@@ -90,5 +90,6 @@ def create_app(
     app.include_router(stalls.router)
     app.include_router(pages.router)
     app.include_router(coverage.router)
+    app.include_router(maps.router)
     app.include_router(edits.router)
     return app
