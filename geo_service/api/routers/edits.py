@@ -12,11 +12,12 @@ instances follow within about a second (NOTIFY or file polling).
 import hashlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -34,15 +35,16 @@ from geo_service.api.models import AuditPage, ReplaceResponse, edit_body
 from geo_service.api.responses import GeoJSONResponse, JSONResponse
 from geo_service.api.routers.grids import GRID_CODE, grid_feature
 from geo_service.audit import ACTIONS, AuditQuery, to_csv, to_jsonl
-from geo_service.auth import check_admin
+from geo_service.auth import Principal, check_admin
 from geo_service.crs import PointCRS
 from geo_service.layers import LayerFileError
 from geo_service.reloader import Reloader
 from geo_service.schema import LayerName
-from geo_service.storage.base import Change
+from geo_service.snapshot import Snapshot
+from geo_service.storage.base import Backend, Mutation
 from geo_service.storage.records import Record
 from geo_service.validation import validate_file
-from geo_service.versions import etag
+from geo_service.versions import IfMatch, etag
 
 router = APIRouter(tags=["edits (officers, admins)"])
 
@@ -65,10 +67,45 @@ def point_feature(rec: Record) -> dict[str, Any]:
     return feat
 
 
-def _answer(reloader: Reloader, change: Change, status: int = 200, **headers: str) -> Response:
-    rec = change.after
-    assert rec is not None
-    reloader.refresh()  # read-your-writes: this instance serves the change from now on
+@dataclass(frozen=True)
+class EditContext:
+    """What every single-feature write needs: who asks, the version they change (If-Match),
+    the snapshot they saw, the backend and this instance's reloader."""
+
+    who: Principal
+    if_match: IfMatch | None
+    snap: Snapshot
+    backend: Backend
+    reloader: Reloader
+
+    def apply(self, layer: LayerName, code: str, mutation: Mutation, action: str) -> Record:
+        """Run the mutation in the backend, then serve the result here (read-your-writes)."""
+        change = self.backend.modify(layer, code, mutation, self.who, action)
+        assert change.after is not None
+        self.reloader.refresh()
+        return change.after
+
+    def update(
+        self, layer: LayerName, changes: dict[str, Any], geometry: dict[str, Any] | None
+    ) -> Mutation:
+        grid_of = editing.grid_locator(self.snap)
+        return editing.update(layer, self.who, changes, geometry, self.if_match, grid_of)
+
+
+def edit_context(
+    who: PrincipalDep,
+    if_match: IfMatchDep,
+    snap: SnapshotDep,
+    backend: BackendDep,
+    reloader: ReloaderDep,
+) -> EditContext:
+    return EditContext(who, if_match, snap, backend, reloader)
+
+
+EditDep = Annotated[EditContext, Depends(edit_context)]
+
+
+def _answer(rec: Record, status: int = 200, **headers: str) -> Response:
     return GeoJSONResponse(
         point_feature(rec), status_code=status, headers={"ETag": etag(rec.version), **headers}
     )
@@ -92,42 +129,20 @@ def _point_routes(layer: LayerName, prefix: str) -> None:
     Create = edit_body(layer, create=True)
     Change_ = edit_body(layer, create=False)
 
-    def create(
-        body: Create,  # type: ignore[valid-type]
-        who: PrincipalDep,
-        backend: BackendDep,
-        reloader: ReloaderDep,
-    ) -> Response:
+    def create(body: Create, ctx: EditDep) -> Response:  # type: ignore[valid-type]
         data, geometry = _split(body)
         assert geometry is not None  # lon/lat are required by the model
-        mutation = editing.create(layer, who, data, geometry)
-        change = backend.modify(layer, data["code"], mutation, who, "create")
-        return _answer(reloader, change, 201, Location=f"{prefix}/{data['code']}")
+        mutation = editing.create(layer, ctx.who, data, geometry)
+        rec = ctx.apply(layer, data["code"], mutation, "create")
+        return _answer(rec, 201, Location=f"{prefix}/{rec.code}")
 
-    def update(
-        code: str,
-        body: Change_,  # type: ignore[valid-type]
-        who: PrincipalDep,
-        if_match: IfMatchDep,
-        snap: SnapshotDep,
-        backend: BackendDep,
-        reloader: ReloaderDep,
-    ) -> Response:
+    def update(code: str, body: Change_, ctx: EditDep) -> Response:  # type: ignore[valid-type]
         changes, geometry = _split(body)
-        grid_of = editing.grid_locator(snap)
-        mutation = editing.update(layer, who, changes, geometry, if_match, grid_of)
-        return _answer(reloader, backend.modify(layer, code, mutation, who, "update"))
+        return _answer(ctx.apply(layer, code, ctx.update(layer, changes, geometry), "update"))
 
-    def retire(
-        code: str,
-        who: PrincipalDep,
-        if_match: IfMatchDep,
-        snap: SnapshotDep,
-        backend: BackendDep,
-        reloader: ReloaderDep,
-    ) -> Response:
-        mutation = editing.retire(layer, who, if_match, editing.grid_locator(snap))
-        return _answer(reloader, backend.modify(layer, code, mutation, who, "retire"))
+    def retire(code: str, ctx: EditDep) -> Response:
+        mutation = ctx.update(layer, {"status": "retired"}, None)
+        return _answer(ctx.apply(layer, code, mutation, "retire"))
 
     one = f"{prefix}/{{code}}"
     routes: list[tuple[str, Callable[..., Response], str, str, str | None]] = [
@@ -169,21 +184,12 @@ def update_grid(
     code: Annotated[str, GRID_CODE],
     body: GridChange,  # type: ignore[valid-type]
     request: Request,
-    who: PrincipalDep,
-    if_match: IfMatchDep,
-    snap: SnapshotDep,
-    backend: BackendDep,
-    reloader: ReloaderDep,
+    ctx: EditDep,
 ) -> Response:
     """Name, officer, households, population. Boundaries and codes change only with a new
     survey (`PUT /api/v1/layers/grids`), where the topology of all grids is checked together."""
     changes, _ = _split(body)  # a grid body has no lon/lat
-    mutation = editing.update(
-        LayerName.grids, who, changes, None, if_match, editing.grid_locator(snap)
-    )
-    change = backend.modify(LayerName.grids, code, mutation, who, "update")
-    assert change.after is not None
-    reloader.refresh()
+    ctx.apply(LayerName.grids, code, ctx.update(LayerName.grids, changes, None), "update")
     fresh = get_snapshot(request)
     i = fresh.grids.position[code]
     return GeoJSONResponse(
