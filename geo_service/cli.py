@@ -112,6 +112,16 @@ def _print_problems(report_problems: list[Problem], limit: int = 50) -> None:
         err.print(f"... and {len(report_problems) - limit} more (use --json for all)")
 
 
+def _check_file(file: Path, layer: LayerName, crs: str | None) -> FileValidation:
+    """Validate a file, or exit 2 with the reason when it cannot be read at all."""
+    try:
+        with console.status("checking..."):
+            return validate_file(file, layer, crs)
+    except LayerFileError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
 @app.command(name="validate")
 def validate_cmd(
     file: Annotated[Path, typer.Argument(help="Grid file (GeoJSON, GeoPackage, Shapefile, CSV)")],
@@ -122,12 +132,7 @@ def validate_cmd(
     """Check a layer file: rows, geometry, duplicates, and for grids the topology
     (overlaps with their area, gaps, codes that do not nest, grids outside their community).
     Exits 1 when there are errors."""
-    try:
-        with console.status("checking..."):
-            checked = validate_file(file, layer, crs)
-    except LayerFileError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    checked = _check_file(file, layer, crs)
     load, body, errors = checked.load, checked.to_dict(), checked.errors
     if as_json:
         sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
@@ -191,12 +196,7 @@ def import_cmd(
     """Validate a file and replace a layer with it, atomically and audited (embedded files, or
     PostGIS when GEO_SERVICE_DATABASE_URL is set). A killed import leaves the old layer."""
     settings = Settings()
-    try:
-        with console.status("checking..."):
-            checked = validate_file(file, layer, crs)
-    except LayerFileError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    checked = _check_file(file, layer, crs)
     _import_checked(checked, force, settings, f"import {file.name}")
 
 
