@@ -28,6 +28,7 @@ import numpy as np
 import psycopg
 import shapely
 
+from bench.results import write_section
 from geo_service import coverage
 from geo_service.coverage import compute_coverage
 from geo_service.dataset import load_dataset
@@ -38,8 +39,6 @@ from geo_service.whatif import what_if
 from tests.coverage_ref import load_snapshot, reference_coverage
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- bench_coverage:start -->", "<!-- bench_coverage:end -->"
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
@@ -164,9 +163,9 @@ def accuracy(conn: psycopg.Connection, snap: Snapshot) -> list[str]:
 def record(rows: list[str], command: str, conn: psycopg.Connection) -> None:
     (pg_version,) = conn.execute("SELECT postgis_full_version()").fetchone()  # type: ignore[misc]
     postgis = pg_version.split('"')[1] if '"' in pg_version else pg_version[:20]
-    section = "\n".join(
+    write_section(
+        "bench_coverage",
         [
-            START,
             "## Coverage (issue 4)",
             "",
             f"Command: `{command}`  ",
@@ -181,17 +180,8 @@ def record(rows: list[str], command: str, conn: psycopg.Connection) -> None:
             "| measure | engine | PostGIS / reference | ratio / note |",
             "| --- | --- | --- | --- |",
             *rows,
-            END,
-        ]
+        ],
     )
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
-    print(f"recorded in {RESULTS.relative_to(ROOT)}")
 
 
 def main() -> None:

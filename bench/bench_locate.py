@@ -735,8 +735,7 @@ def main(argv: list[str] | None = None) -> None:
             "```sql" + PG_QUERY.format(points="bench_pts").rstrip() + "\n```",
         ]
     )
-    write_section(SECTION, body)
-    say(f"wrote section '{SECTION}' of bench/RESULTS.md")
+    write_section("grid_locate", [f"## {SECTION}", "", *body.splitlines()])
 
 
 if __name__ == "__main__":

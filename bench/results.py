@@ -1,10 +1,13 @@
-"""Sections of ``bench/RESULTS.md``: each benchmark replaces only its own section."""
+"""bench/RESULTS.md: one section per benchmark, between its own markers, replaced on each run.
+
+Also the bits of a section every benchmark needs: the machine, the exact command, a table printed
+with rich and recorded as markdown.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-import re
 import shlex
 import sys
 from datetime import datetime
@@ -13,16 +16,26 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = (
-    "# Benchmark results\n\n"
-    "One section per benchmark, rewritten by its module (`python -m bench.<module>`); "
-    "`make bench` runs them all. Ratios compare against baselines measured in the same run.\n"
-)
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+def write_section(name: str, lines: list[str]) -> None:
+    """Replace (or append) the section of benchmark ``name`` with ``lines``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = "\n".join([start, *lines, end])
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"recorded in {RESULTS.relative_to(ROOT)}")
 
 
 def machine() -> str:
-    """nproc, CPU model, Python and load average: enough to compare runs."""
+    """CPUs, CPU model, Python and load average: enough to compare runs."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,6 +55,10 @@ def command(module: str, argv: list[str]) -> str:
     return shlex.join([Path(sys.executable).name, "-m", module, *argv])
 
 
+def stamp() -> str:
+    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
 def markdown_table(heads: list[str], rows: list[list[str]]) -> str:
     """The rows printed by ``print_table``, as a GitHub markdown table."""
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
@@ -51,22 +68,6 @@ def markdown_table(heads: list[str], rows: list[list[str]]) -> str:
             cells[0] = "↳ " + cells[0].strip()
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_section(title: str, body: str, path: Path = RESULTS) -> None:
-    """Replace the ``## title`` section (up to the next ``## ``) or append it."""
-    text = path.read_text() if path.exists() else HEADER
-    section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
-def stamp() -> str:
-    return datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def print_table(title: str, heads: list[str], rows: list[list[str]]) -> None:

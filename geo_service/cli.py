@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,11 +13,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from geo_service.audit import AuditQuery, to_csv, to_jsonl
+from geo_service.auth import Principal, Role, new_key, revoked
 from geo_service.crs import PointCRS, to_wgs84
 from geo_service.dataset import layer_path, load_dataset
-from geo_service.layers import LayerFileError, Problem, load_layer
+from geo_service.editing import replace_layer
+from geo_service.layers import LayerFileError, Problem
 from geo_service.schema import LayerName
 from geo_service.settings import Settings
+from geo_service.storage import open_backend
+from geo_service.validation import FileValidation, validate_file
 
 app = typer.Typer(
     help="geo_service: grids, repair stalls and vendor clusters for city management.",
@@ -42,7 +47,8 @@ def serve(
     port = port or settings.port
     console.print(
         f"geo_service on [bold]http://{host}:{port}[/] "
-        f"(docs: http://{host}:{port}/docs, data: {settings.data_dir})"
+        f"(docs: http://{host}:{port}/docs, data: "
+        f"{'PostGIS' if settings.database_url else settings.data_dir})"
     )
     uvicorn.run(
         "geo_service.api.app:create_app",
@@ -106,6 +112,16 @@ def _print_problems(report_problems: list[Problem], limit: int = 50) -> None:
         err.print(f"... and {len(report_problems) - limit} more (use --json for all)")
 
 
+def _check_file(file: Path, layer: LayerName, crs: str | None) -> FileValidation:
+    """Validate a file, or exit 2 with the reason when it cannot be read at all."""
+    try:
+        with console.status("checking..."):
+            return validate_file(file, layer, crs)
+    except LayerFileError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
 @app.command(name="validate")
 def validate_cmd(
     file: Annotated[Path, typer.Argument(help="Grid file (GeoJSON, GeoPackage, Shapefile, CSV)")],
@@ -116,21 +132,8 @@ def validate_cmd(
     """Check a layer file: rows, geometry, duplicates, and for grids the topology
     (overlaps with their area, gaps, codes that do not nest, grids outside their community).
     Exits 1 when there are errors."""
-    from geo_service.topology import check_grids
-
-    try:
-        frame, load = load_layer(file, layer, crs=crs)
-    except LayerFileError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    if layer is LayerName.grids:
-        with console.status("checking topology..."):
-            report = check_grids(frame, load)
-        body = report.to_dict()
-        errors = report.error_count
-    else:
-        body = {"ok": load.ok, "errors": len(load.rejected), "rows": load.to_dict()}
-        errors = len(load.rejected)
+    checked = _check_file(file, layer, crs)
+    load, body, errors = checked.load, checked.to_dict(), checked.errors
     if as_json:
         sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
     else:
@@ -147,6 +150,38 @@ def validate_cmd(
     raise typer.Exit(1 if errors else 0)
 
 
+def _cli_actor() -> Principal:
+    return Principal(Role.admin, f"cli:{getpass.getuser()}")
+
+
+def _import_checked(checked: FileValidation, force: bool, settings: Settings, source: str) -> None:
+    """Store a checked layer file through the configured backend, or exit 1 on errors."""
+    _print_problems(checked.load.problems)
+    if checked.topology is not None:
+        for key in ("overlaps", "gaps", "hierarchy", "detached"):
+            for item in getattr(checked.topology, key)[:20]:
+                err.print(f"[red]{key}: {item}[/]")
+    if checked.errors and not force:
+        err.print(
+            f"[red]{checked.errors} errors: nothing imported (fix them, or --force to import "
+            f"the {checked.load.rows_loaded} valid rows)[/]"
+        )
+        raise typer.Exit(1)
+    backend = open_backend(settings)
+    try:
+        backend.migrate()
+        # Scripts and tests watch for this line: from here on the old data is being replaced.
+        console.print(f"writing {checked.load.rows_loaded} rows of {checked.layer.value}")
+        result = replace_layer(backend, checked, _cli_actor(), source)
+    finally:
+        backend.close()
+    where = (settings.database_url and "PostGIS") or str(settings.data_dir)
+    console.print(
+        f"[green]imported {checked.load.rows_loaded} of {checked.load.rows_read} rows into "
+        f"{checked.layer.value} ({where}): {result.summary}[/]"
+    )
+
+
 @app.command(name="import")
 def import_cmd(
     layer: Annotated[LayerName, typer.Argument(help="grids, stalls or vendor_clusters")],
@@ -158,36 +193,151 @@ def import_cmd(
         bool, typer.Option(help="Import the valid rows even if some are rejected")
     ] = False,
 ) -> None:
-    """Validate a file and replace a layer of the embedded dataset with it (atomically)."""
-    from geo_service.topology import check_grids
-
+    """Validate a file and replace a layer with it, atomically and audited (embedded files, or
+    PostGIS when GEO_SERVICE_DATABASE_URL is set). A killed import leaves the old layer."""
     settings = Settings()
+    checked = _check_file(file, layer, crs)
+    _import_checked(checked, force, settings, f"import {file.name}")
+
+
+keys_app = typer.Typer(
+    help="API keys for officers and admins (stored hashed).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who holds the key (shown in the audit log)")],
+    role: Annotated[Role, typer.Option(help="officer or admin")] = Role.officer,
+    grids: Annotated[
+        str | None, typer.Option(help="Officer: comma-separated grid codes they may edit")
+    ] = None,
+    officer: Annotated[
+        str | None,
+        typer.Option(help="Officer: edit every grid whose officer_name is this (follows changes)"),
+    ] = None,
+) -> None:
+    """Make a key and print it once; only its salted hash is stored."""
+    codes = [c.strip() for c in (grids or "").split(",") if c.strip()]
     try:
-        frame, load = load_layer(file, layer, crs=crs)
-    except LayerFileError as exc:
+        secret, rec = new_key(name, role, codes, officer)
+    except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    _print_problems(load.problems)
-    errors = len(load.rejected)
-    if layer is LayerName.grids:
-        topo = check_grids(frame, load)
-        errors = topo.error_count
-        for key in ("overlaps", "gaps", "hierarchy", "detached"):
-            for item in getattr(topo, key)[:20]:
-                err.print(f"[red]{key}: {item}[/]")
-    if errors and not force:
-        err.print(
-            f"[red]{errors} errors: nothing imported (fix them, or --force to import the "
-            f"{load.rows_loaded} valid rows)[/]"
-        )
-        raise typer.Exit(1)
-    target = layer_path(settings.data_dir, layer)
-    tmp = target.with_suffix(".geojson.tmp")
-    import pyogrio
+    backend = open_backend(Settings())
+    try:
+        backend.migrate()
+        backend.put_key(rec)
+    finally:
+        backend.close()
+    err.print(f"key {rec.key_id} for {name} ({role.value}); it is shown only now:")
+    sys.stdout.write(secret + "\n")
 
-    pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", COORDINATE_PRECISION=7)
-    shutil.move(tmp, target)
-    console.print(f"[green]imported {load.rows_loaded} of {load.rows_read} rows into {target}[/]")
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys (never their secrets)."""
+    backend = open_backend(Settings())
+    try:
+        keys = backend.list_keys()
+    finally:
+        backend.close()
+    table = Table("key_id", "name", "role", "grids / officer", "created", "revoked")
+    for k in keys:
+        scope = ", ".join(k.grids) + (f" officer={k.officer}" if k.officer else "")
+        table.add_row(k.key_id, k.name, k.role.value, scope, k.created, k.revoked or "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (keys list)")]) -> None:
+    """Revoke a key: it stops working at once, in every instance."""
+    backend = open_backend(Settings())
+    try:
+        rec = backend.get_key(key_id)
+        if rec is None:
+            err.print(f"[red]no key {key_id}[/]")
+            raise typer.Exit(1)
+        backend.put_key(revoked(rec))
+    finally:
+        backend.close()
+    console.print(f"revoked {key_id} ({rec.name})")
+
+
+db_app = typer.Typer(help="The PostGIS backend (GEO_SERVICE_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _postgis_settings() -> Settings:
+    settings = Settings()
+    if not settings.database_url:
+        err.print("[red]set GEO_SERVICE_DATABASE_URL (postgresql://user:pass@host/db)[/]")
+        raise typer.Exit(2)
+    return settings
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the tables, GiST indexes, audit log and key table."""
+    backend = open_backend(_postgis_settings())
+    try:
+        backend.migrate()
+    finally:
+        backend.close()
+    console.print("[green]schema up to date[/]")
+
+
+@db_app.command("load")
+def db_load(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder with grids/stalls/vendor_clusters.geojson")
+    ],
+    force: Annotated[
+        bool, typer.Option(help="Load the valid rows even if some are rejected")
+    ] = False,
+) -> None:
+    """Load a dataset folder (like data/) into PostGIS, layer by layer, validated and audited."""
+    settings = _postgis_settings()
+    present = [layer for layer in LayerName if layer_path(folder, layer).exists()]
+    if LayerName.grids not in present:
+        err.print(f"[red]{layer_path(folder, LayerName.grids)}: the grids layer is required[/]")
+        raise typer.Exit(2)
+    with Progress(console=console) as progress:
+        task = progress.add_task("loading", total=len(present))
+        for layer in present:
+            path = layer_path(folder, layer)
+            checked = validate_file(path, layer)
+            _import_checked(checked, force, settings, f"db load {path}")
+            progress.advance(task)
+
+
+@app.command()
+def audit(
+    layer: Annotated[LayerName | None, typer.Option(help="Only this layer")] = None,
+    code: Annotated[str | None, typer.Option(help="Only this feature")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Export the audit log (oldest first)."""
+    if fmt not in ("jsonl", "csv"):
+        err.print("[red]--format is jsonl or csv[/]")
+        raise typer.Exit(2)
+    backend = open_backend(Settings())
+    try:
+        entries, _ = backend.audit(
+            AuditQuery(
+                layer=layer.value if layer else None, code=code, limit=None, newest_first=False
+            )
+        )
+    finally:
+        backend.close()
+    data = to_jsonl(entries) if fmt == "jsonl" else to_csv(entries).encode()
+    if out is None:
+        sys.stdout.buffer.write(data)
+    else:
+        out.write_bytes(data)
+        err.print(f"wrote {len(entries)} entries to {out}")
 
 
 @app.command()
@@ -297,6 +447,65 @@ def coverage(
     for path in (files.html, files.csv, files.geojson, files.gaps):
         console.print(f"  wrote {path}")
 
+
+maps_app = typer.Typer(
+    help="Interactive HTML maps (Folium) with self-hosted assets.", no_args_is_help=True
+)
+app.add_typer(maps_app, name="maps")
+
+
+@maps_app.command("build")
+def maps_build(
+    basemap: Annotated[
+        str | None,
+        typer.Option(help="amap (GCJ-02, default), tianditu (needs a key) or osm (WGS84)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("maps"),
+    grids: Annotated[
+        str, typer.Option(help="Grid pages: all, none, or comma-separated grid codes")
+    ] = "all",
+    radius: Annotated[
+        list[float] | None, typer.Option(help="Coverage radius in metres (repeatable)")
+    ] = None,
+) -> None:
+    """Write every map (overview, one page per grid, coverage) as static HTML to OUT, with the
+    scripts and styles they need in OUT/static/ (no CDN)."""
+    from geo_service.maps.basemaps import Basemap, BasemapUnavailable
+    from geo_service.maps.build import build_maps, coverage_plan
+
+    settings = Settings()
+    try:
+        chosen = Basemap(basemap or settings.basemap)
+    except ValueError:
+        err.print(f"[red]unknown basemap {basemap!r}: amap, tianditu or osm[/]")
+        raise typer.Exit(2) from None
+    snap = load_dataset(settings.data_dir, settings.dataset_name)
+    codes = None if grids == "all" else [c for c in grids.split(",") if c and grids != "none"]
+    coverage = coverage_plan(radius or [1000.0])
+    total = 1 + len(coverage) + (len(snap.grids) if codes is None else len(codes))
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"maps ({chosen.value})", total=total)
+        try:
+            built = build_maps(
+                snap,
+                out,
+                chosen,
+                settings.tianditu_key,
+                settings.public_base_url,
+                codes,
+                coverage,
+                progress=lambda title: progress.advance(task),
+            )
+        except BasemapUnavailable as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from None
+        except KeyError as exc:
+            err.print(f"[red]{exc.args[0]}[/]")
+            raise typer.Exit(2) from None
+    size = sum(b.size for b in built)
+    console.print(
+        f"wrote {len(built)} maps ({size / 1e6:,.1f} MB) to {out}/ (open {out}/index.html)"
+    )
 
 if __name__ == "__main__":
     app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import geopandas as gpd
@@ -10,6 +11,7 @@ import geopandas as gpd
 from geo_service.layers import LoadReport, load_layer
 from geo_service.schema import SCHEMAS, LayerName
 from geo_service.snapshot import Snapshot, build_snapshot
+from geo_service.versions import with_versions
 
 LAYER_FILES: dict[LayerName, str] = {name: f"{name.value}.geojson" for name in SCHEMAS}
 
@@ -28,17 +30,20 @@ def dataset_version(data_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def read_dataset(data_dir: Path) -> tuple[dict[LayerName, gpd.GeoDataFrame], list[LoadReport]]:
+def read_dataset(
+    data_dir: Path, layers: Iterable[LayerName] | None = None
+) -> tuple[dict[LayerName, gpd.GeoDataFrame], list[LoadReport]]:
+    """Read and validate the layer files (all, or only ``layers``); grids must exist."""
     frames: dict[LayerName, gpd.GeoDataFrame] = {}
     reports: list[LoadReport] = []
-    for layer in SCHEMAS:
+    for layer in SCHEMAS if layers is None else layers:
         path = layer_path(data_dir, layer)
         if not path.exists():
             if layer is LayerName.grids:
                 raise FileNotFoundError(f"{path}: the grids layer is required")
             continue
         frame, report = load_layer(path, layer)
-        frames[layer] = frame
+        frames[layer] = with_versions(frame)
         reports.append(report)
     return frames, reports
 

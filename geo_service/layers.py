@@ -264,6 +264,14 @@ def _check_field(
                 f"not a {'whole ' if f.type is FieldType.integer else ''}number",
             )
             bad |= unparsable.to_numpy()
+        # Beyond 2^53 a float (how pandas parses numbers) no longer holds every whole number;
+        # infinities are no measurement either. Both are refused, never cast into garbage.
+        limit = 2.0**53 if f.type is FieldType.integer else np.inf
+        huge = values.notna() & ~(values.abs() < limit) & ~unparsable
+        if huge.any():
+            report.add(rownum[huge], codes[huge], f.name, "out of range")
+            bad |= huge.to_numpy()
+            values = values.where(~huge)
         if f.minimum is not None:
             low = values.notna() & (values < f.minimum)
             if low.any():
@@ -273,6 +281,18 @@ def _check_field(
             values = values.astype("Int64")
     else:
         values = col.map(lambda v: None if _missing(v) else _as_text(v))
+    if f.type in (FieldType.text, FieldType.text_list):
+        # A NUL byte is no text (PostgreSQL cannot even store it): refuse it on every backend.
+        nul = values.map(
+            lambda v: (
+                "\x00" in (v if isinstance(v, str) else "".join(map(str, v)))
+                if isinstance(v, (str, list))
+                else False
+            )
+        ).to_numpy(dtype=bool)
+        if nul.any():
+            report.add(rownum[nul], codes[nul], f.name, "contains a NUL character")
+            bad |= nul
 
     isnull = (
         values.isna().to_numpy()

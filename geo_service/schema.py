@@ -68,6 +68,11 @@ SERVICES = ("修鞋", "修车", "修锁配钥匙")
 STALL_STATUSES = ("active", "suspended", "relocated", "retired")
 CLUSTER_KINDS = ("早市", "夜市", "便民市场", "农贸集市", "小吃街")
 
+# Every feature carries a version, bumped by each change: the ETag of optimistic concurrency.
+# Files written before versions existed simply lack it, which reads as version 1.
+VERSION_FIELD = "version"
+VERSION = Field(VERSION_FIELD, FieldType.integer, required=False, minimum=1)
+
 GRIDS = LayerSchema(
     name=LayerName.grids,
     geometry="polygon",
@@ -85,6 +90,7 @@ GRIDS = LayerSchema(
         Field("officer_phone", required=False),
         Field("households", FieldType.integer, required=False, minimum=0),
         Field("population", FieldType.integer, minimum=0),
+        VERSION,
     ),
 )
 
@@ -103,6 +109,7 @@ STALLS = LayerSchema(
         Field("phone", required=False),
         Field("grid_code", required=False, pattern=r"^\d{15}$"),
         Field("opened", required=False),
+        VERSION,
     ),
 )
 
@@ -120,6 +127,7 @@ VENDOR_CLUSTERS = LayerSchema(
         Field("address", required=False),
         Field("operator", required=False),
         Field("grid_code", required=False, pattern=r"^\d{15}$"),
+        VERSION,
     ),
 )
 

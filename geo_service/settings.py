@@ -16,6 +16,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Folder with the embedded dataset files")
     dataset_name: str = "weifang-central"
     database_url: str | None = Field(None, description="PostGIS URL; unset = embedded files")
+    db_pool_size: int = Field(8, ge=1, description="Most PostGIS connections per process")
+    db_migrate_on_start: bool = Field(
+        True, description="Create/upgrade the PostGIS tables when the service starts"
+    )
+    reload_poll_s: float = Field(
+        0.5, gt=0, description="Embedded files: how often to look for changes by other processes"
+    )
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL printed in QR codes and links"
     )

@@ -48,10 +48,10 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass(frozen=True, eq=False)
-class GridLayer:
-    frame: gpd.GeoDataFrame  # sorted by code, WGS84
-    index: PolygonIndex
+class _CodedLayer:
+    """Lookup by feature code; rows are sorted by code, so position order is code order."""
+
+    frame: gpd.GeoDataFrame
 
     @cached_property
     def codes(self) -> npt.NDArray[np.object_]:
@@ -60,6 +60,15 @@ class GridLayer:
     @cached_property
     def position(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.codes)}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True, eq=False)
+class GridLayer(_CodedLayer):
+    frame: gpd.GeoDataFrame  # sorted by code, WGS84
+    index: PolygonIndex
 
     @cached_property
     def properties(self) -> list[dict[str, Any]]:
@@ -77,28 +86,18 @@ class GridLayer:
                     "area_m2": round(float(area), 1),
                     "households": rec.get("households"),
                     "population": rec.get("population"),
+                    "version": rec.get("version") or 1,
                 }
             )
         return out
 
-    def __len__(self) -> int:
-        return len(self.frame)
-
 
 @dataclass(frozen=True, eq=False)
-class PointLayer:
+class PointLayer(_CodedLayer):
     name: LayerName
     frame: gpd.GeoDataFrame  # sorted by code, WGS84 points
     index: PointIndex
     grid_index: npt.NDArray[np.int64]  # containing grid (spatial), -1 if none
-
-    @cached_property
-    def codes(self) -> npt.NDArray[np.object_]:
-        return self.frame["code"].to_numpy(dtype=object)
-
-    @cached_property
-    def position(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.codes)}
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
@@ -107,9 +106,6 @@ class PointLayer:
             rec["lon"] = round(float(lon), 7)
             rec["lat"] = round(float(lat), 7)
         return recs
-
-    def __len__(self) -> int:
-        return len(self.frame)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,18 +140,15 @@ class Snapshot:
             out[layer.name] = np.bincount(gi, minlength=n).astype(np.int64)
         return out
 
-    def units(self, level: str) -> gpd.GeoDataFrame:
-        return self._units_cache(level)
-
     @cached_property
-    def _unit_frames(self) -> dict[str, gpd.GeoDataFrame]:
+    def _units(self) -> dict[str, gpd.GeoDataFrame]:
         return {}
 
-    def _units_cache(self, level: str) -> gpd.GeoDataFrame:
-        cache = self._unit_frames
-        if level not in cache:
-            cache[level] = dissolve(self.grids.frame, level, self.grids.index.area_m2)
-        return cache[level]
+    def units(self, level: str) -> gpd.GeoDataFrame:
+        """Communities, streets or districts dissolved from the grids, built once per snapshot."""
+        if level not in self._units:
+            self._units[level] = dissolve(self.grids.frame, level, self.grids.index.area_m2)
+        return self._units[level]
 
 
 def build_snapshot(

@@ -2,6 +2,10 @@
 
 Under `make test` (and CI) GEO_SERVICE_TEST_REQUIRE_SERVICES=1: a missing PostGIS or Chromium is
 then a failure, not a skip, so a green run always means the references were really checked.
+
+Every test that touches the data runs on both storage backends: ``snapshot`` and ``client`` are
+built from ``shared_backend`` (read-only, one per backend and session), ``backend`` gives a
+write test its own fresh copy of the default data. Both follow ``backend_kind`` (files, postgis).
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geo_service.api.app import create_app
-from geo_service.dataset import load_dataset
+from geo_service.reloader import snapshot_of
 from geo_service.settings import Settings
 from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.storage.base import Backend
+from geo_service.storage.files import FilesBackend
+from geo_service.storage.postgis import PostGISBackend
+from tests.backends import PgDatabases, copy_data, reset_postgis, seed_postgis
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
@@ -40,9 +48,40 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+BACKENDS = ("files", "postgis")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Which storage backend the data-touching fixtures use (every such test runs on both)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def snapshot() -> Snapshot:
-    return load_dataset(DATA_DIR)
+def pg_databases(pg_url: str) -> Iterator[PgDatabases]:
+    dbs = PgDatabases(pg_url)
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def shared_backend(
+    backend_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Backend]:
+    """The default dataset on this backend, for tests that only read (never write to it)."""
+    if backend_kind == "files":
+        yield FilesBackend(copy_data(tmp_path_factory.mktemp("data-shared")))
+        return
+    url = request.getfixturevalue("pg_databases").create("shared")
+    seed_postgis(url)
+    backend = PostGISBackend(url, pool_size=4)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def snapshot(shared_backend: Backend) -> Snapshot:
+    return snapshot_of(shared_backend.load(), "weifang-central")
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +90,40 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def client(snapshot: Snapshot, settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, SnapshotStore(snapshot))
+def client(snapshot: Snapshot, settings: Settings, shared_backend: Backend) -> Iterator[TestClient]:
+    app = create_app(settings, SnapshotStore(snapshot), shared_backend)
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def rw_database(pg_databases: PgDatabases) -> str:
+    """A PostGIS database seeded once with data/, reset before each write test."""
+    url = pg_databases.create("rw")
+    seed_postgis(url)
+    return url
+
+
+@pytest.fixture
+def backend(backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """A fresh copy of the default data that this test may change."""
+    if backend_kind == "files":
+        yield FilesBackend(copy_data(tmp_path / "data"), poll_s=0.1)
+        return
+    url = request.getfixturevalue("rw_database")
+    reset_postgis(url)
+    pg_backend = PostGISBackend(url, pool_size=4)
+    yield pg_backend
+    pg_backend.close()
+
+
+@pytest.fixture
+def backend_env(backend: Backend) -> dict[str, str]:
+    """Environment for a subprocess (service, CLI) that should use the same ``backend``."""
+    if isinstance(backend, PostGISBackend):
+        return {"GEO_SERVICE_DATABASE_URL": backend.url}
+    assert isinstance(backend, FilesBackend)
+    return {"GEO_SERVICE_DATA_DIR": str(backend.data_dir), "GEO_SERVICE_DATABASE_URL": ""}
 
 
 @pytest.fixture(scope="session")

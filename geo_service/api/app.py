@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,11 +15,15 @@ from geo_service import __version__
 from geo_service.api.compression import GZipMiddleware
 from geo_service.api.errors import install_error_handlers
 from geo_service.api.responses import JSONResponse
-from geo_service.api.routers import coverage, grids, pages, service, stalls
-from geo_service.dataset import load_dataset
+from geo_service.api.routers import coverage, edits, grids, maps, pages, service, stalls
+from geo_service.auth import KeyVerifier
+from geo_service.reloader import Reloader
 from geo_service.settings import Settings
 from geo_service.snapshot import SnapshotStore
+from geo_service.storage import open_backend
+from geo_service.storage.base import Backend
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 DESCRIPTION = """
@@ -30,17 +35,38 @@ metres, areas in square metres.
 """
 
 
-def create_app(settings: Settings | None = None, store: SnapshotStore | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    store: SnapshotStore | None = None,
+    backend: Backend | None = None,
+) -> FastAPI:
+    """``backend`` defaults to the one ``settings`` choose (PostGIS if ``database_url``, else
+    the files in ``data_dir``); a ``store`` that already holds a snapshot is served as is until
+    the backend changes."""
     settings = settings or Settings()
     if store is None:
         store = SnapshotStore()
-    backend_name = "embedded files"
+    owned = backend is None
+    backend = backend or open_backend(settings)
+    reloader = Reloader(backend, store, settings.dataset_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.db_migrate_on_start:
+            backend.migrate()
         if not store.ready:
-            store.swap(load_dataset(settings.data_dir, settings.dataset_name))
-        yield
+            reloader.load_now()
+            if len(store.get().grids) == 0:
+                log.warning(
+                    "no grids in %s: load a dataset (geo-service db load data/)", backend.name
+                )
+        reloader.start()
+        try:
+            yield
+        finally:
+            reloader.stop()
+            if owned:
+                backend.close()
 
     app = FastAPIOffline(
         title="geo_service",
@@ -52,7 +78,10 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.backend_name = backend_name
+    app.state.backend = backend
+    app.state.backend_name = backend.name
+    app.state.reloader = reloader
+    app.state.keys = KeyVerifier(backend.get_key)
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.
@@ -61,5 +90,7 @@ def create_app(settings: Settings | None = None, store: SnapshotStore | None = N
     app.include_router(stalls.router)
     app.include_router(pages.router)
     app.include_router(coverage.router)
+    app.include_router(maps.router)
+    app.include_router(edits.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,7 +1,8 @@
 """Dependencies shared by the routers: the current snapshot, settings, a point with its CRS.
 
-The dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
-dependency in the thread pool, and that hop cost more than the whole grid lookup.
+Dependencies that do not block are ``async def`` although they never await: FastAPI runs a plain
+``def`` dependency in the thread pool, and that hop costs more than a whole grid lookup.
+``get_snapshot``/``get_settings`` stay plain functions for direct calls.
 """
 
 from __future__ import annotations
@@ -9,12 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import APIKeyHeader
 
-from geo_service.api.errors import bad_request
+from geo_service.api.errors import bad_request, unauthorized
+from geo_service.auth import KeyVerifier, Principal, principal_for
 from geo_service.crs import PointCRS, to_wgs84
+from geo_service.editing import officer_grids
+from geo_service.reloader import Reloader
 from geo_service.settings import Settings
 from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.storage.base import Backend
+from geo_service.versions import IfMatch, parse_if_match
 
 
 def get_store(request: Request) -> SnapshotStore:
@@ -22,17 +29,76 @@ def get_store(request: Request) -> SnapshotStore:
     return store
 
 
-async def get_snapshot(request: Request) -> Snapshot:
+def get_snapshot(request: Request) -> Snapshot:
     return get_store(request).get()
 
 
-async def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def _snapshot_dependency(request: Request) -> Snapshot:
+    return get_snapshot(request)
+
+
+async def _settings_dependency(request: Request) -> Settings:
+    return get_settings(request)
+
+
+def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+def get_reloader(request: Request) -> Reloader:
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
+SnapshotDep = Annotated[Snapshot, Depends(_snapshot_dependency)]
+SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
+BackendDep = Annotated[Backend, Depends(get_backend)]
+ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An officer's or admin's key (`geo-service keys add`). Reads need no key.",
+)
+
+
+def get_principal(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> Principal:
+    """The caller of a write: 401 without a valid key. (A sync dependency: scrypt blocks.)"""
+    if not key:
+        raise unauthorized("this change needs an API key in the X-API-Key header")
+    verifier: KeyVerifier = request.app.state.keys
+    rec = verifier.verify(key)
+    if rec is None:
+        raise unauthorized("unknown or revoked API key")
+    snap = get_snapshot(request)
+    return principal_for(rec, lambda name: officer_grids(snap, name))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_if_match(
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description='ETag of the version you change (W/"3"), from a GET or an earlier write',
+        ),
+    ] = None,
+) -> IfMatch | None:
+    return None if if_match is None else parse_if_match(if_match)
+
+
+IfMatchDep = Annotated[IfMatch | None, Depends(get_if_match)]
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,36 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo_service.api.responses import JSONResponse
+from geo_service.auth import Forbidden
+from geo_service.editing import (
+    AlreadyExists,
+    EditError,
+    NotFound,
+    PreconditionRequired,
+    VersionConflict,
+)
+from geo_service.layers import Problem
+from geo_service.storage.records import InvalidRecord
+from geo_service.versions import etag
 
 
 class ApiError(Exception):
     """An error the client can fix; ``field`` names the offending input."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers
+        self.extra = extra or {}
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:
@@ -29,8 +49,19 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, message)
 
 
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
 def _body(message: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"detail": message, "errors": errors}
+
+
+def _problems(problems: list[Problem]) -> list[dict[str, Any]]:
+    return [
+        {"field": p.field or "feature", "message": p.message, "row": p.row, "code": p.code}
+        for p in problems
+    ]
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -43,7 +74,34 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         errors = [{"field": exc.field, "message": exc.message}] if exc.field else []
         msg = f"{exc.field}: {exc.message}" if exc.field else exc.message
-        return JSONResponse(_body(msg, errors), status_code=exc.status)
+        return JSONResponse(
+            {**_body(msg, errors), **exc.extra}, status_code=exc.status, headers=exc.headers
+        )
+
+    # Refused edits (nothing was changed): the core's reasons mapped to their HTTP status.
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(_body(str(exc), []), status_code=403)
+
+    @app.exception_handler(EditError)
+    async def _edit(request: Request, exc: EditError) -> JSONResponse:
+        body = _body(str(exc), [])
+        headers = None
+        if isinstance(exc, VersionConflict):
+            body["current_version"] = exc.current.version
+            body["current"] = exc.current.feature()  # to re-apply the change without a GET
+            headers = {"ETag": etag(exc.current.version)}
+        status = {
+            NotFound: 404,
+            AlreadyExists: 409,
+            VersionConflict: 409,
+            PreconditionRequired: 428,
+        }.get(type(exc), 400)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(InvalidRecord)
+    async def _invalid(request: Request, exc: InvalidRecord) -> JSONResponse:
+        return JSONResponse(_body(str(exc), _problems(exc.problems)), status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import Field as PydanticField
+
+from geo_service.crs import PointCRS
+from geo_service.editing import editable_fields
+from geo_service.schema import SCHEMAS, FieldType, LayerName
 
 
 class CodeName(BaseModel):
@@ -27,6 +32,9 @@ class Grid(BaseModel):
     area_m2: float = Field(description="Area in square metres (metric CRS)")
     households: int | None = None
     population: int | None = None
+    version: int | None = Field(
+        None, description='Bumped by every change; the ETag is W/"<version>"'
+    )
 
 
 class LonLat(BaseModel):
@@ -110,6 +118,82 @@ class Meta(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+CRS_OF_BODY = "CRS of lon/lat: wgs84 (default), cgcs2000, gcj02 (Amap, WeChat), bd09 (Baidu)"
+_PY_TYPES: dict[FieldType, Any] = {
+    FieldType.text: str,
+    FieldType.integer: int,
+    FieldType.number: float,
+    FieldType.text_list: list[str] | str,
+}
+
+
+def edit_body(layer: LayerName, create: bool) -> type[BaseModel]:
+    """The JSON body of a create (POST) or a change (PATCH), built from the layer's schema.
+
+    Values are then validated exactly as an imported file is (patterns, choices, minimums);
+    unknown fields are refused.
+    """
+    fields: dict[str, Any] = {}
+    schema = SCHEMAS[layer]
+    names = (["code"] if create else []) + editable_fields(layer)
+    for f in schema.fields:
+        if f.name not in names:
+            continue
+        typ = _PY_TYPES[f.type]
+        required = create and f.required
+        desc = f"one of {', '.join(f.choices)}" if f.choices else None
+        if f.pattern:
+            desc = f"matches {f.pattern}"
+        fields[f.name] = (
+            (typ, PydanticField(description=desc))
+            if required
+            else (typ | None, PydanticField(None, description=desc))
+        )
+    if schema.geometry == "point":
+        coord: Any = float if create else float | None
+        need = ... if create else None
+        fields["lon"] = (coord, PydanticField(need, ge=-180, le=180, allow_inf_nan=False))
+        fields["lat"] = (coord, PydanticField(need, ge=-90, le=90, allow_inf_nan=False))
+        fields["crs"] = (PointCRS, PydanticField(PointCRS.wgs84, description=CRS_OF_BODY))
+    name = f"{layer.value.title().replace('_', '')}{'Create' if create else 'Change'}"
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return model
+
+
+class ReplaceResponse(BaseModel):
+    layer: str
+    rows: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    dataset_version: str
+    report: dict[str, Any] = Field(description="The validation report, as `geo-service validate`")
+
+
+class AuditEntryModel(BaseModel):
+    id: int
+    at: str = Field(description="UTC, ISO 8601")
+    actor: str = Field(description="Name of the key (or cli:<user>) that made the change")
+    key_id: str | None
+    role: str
+    action: str = Field(description="create, update, retire, replace, remove")
+    layer: str
+    code: str | None
+    version_before: int | None
+    version_after: int | None
+    changed: list[str]
+    before: dict[str, Any] | None = Field(description="The feature before (GeoJSON)")
+    after: dict[str, Any] | None = Field(description="The feature after (GeoJSON)")
+    detail: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    total: int
+    returned: int
+    entries: list[AuditEntryModel]
 
 
 # --- residents: repair stalls (小蓝棚) and vendor clusters (便民摊点群) ---------------------------

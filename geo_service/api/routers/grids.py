@@ -32,6 +32,7 @@ from geo_service.api.responses import GeoJSONResponse, JSONResponse
 from geo_service.bulk import BulkInputError, parse_points
 from geo_service.crs import PointCRS
 from geo_service.snapshot import Snapshot
+from geo_service.versions import etag
 
 router = APIRouter(prefix="/api/v1/grids", tags=["grids (officers)"])
 
@@ -159,4 +160,4 @@ async def get_grid(code: Annotated[str, GRID_CODE], snap: SnapshotDep) -> GeoJSO
     i = snap.grids.position.get(code)
     if i is None:
         raise not_found(f"unknown grid code {code!r}")
-    return GeoJSONResponse(grid_feature(snap, i))
+    return GeoJSONResponse(grid_feature(snap, i), headers={"ETag": etag(snap.grids.properties[i])})

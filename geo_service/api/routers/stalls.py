@@ -33,6 +33,7 @@ from geo_service.api.responses import GeoJSONResponse, JSONResponse
 from geo_service.schema import CLUSTER_KINDS, SCHEMAS, SERVICES, STALL_STATUSES, LayerName
 from geo_service.settings import Settings
 from geo_service.snapshot import PointLayer, Snapshot
+from geo_service.versions import etag
 
 Service = StrEnum("Service", {s: s for s in SERVICES})  # type: ignore[misc]
 Kind = StrEnum("Kind", {k: k for k in CLUSTER_KINDS})  # type: ignore[misc]
@@ -234,7 +235,9 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         i = layer_code(snap, layer, code)
         props = facilities.describe(layer, i, at)
         geom = geometries_json(layer.frame.geometry.to_numpy()[[i]])[0]
-        return GeoJSONResponse(feature(props["code"], geom, props))
+        # The ETag names the version an edit must quote in If-Match (PATCH on this path).
+        headers = {"ETag": etag(layer.records[i])}
+        return GeoJSONResponse(feature(props["code"], geom, props), headers=headers)
 
 
 router = APIRouter()

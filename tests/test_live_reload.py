@@ -1,0 +1,167 @@
+"""Two service processes on one backend agree after every edit, within a second.
+
+PostGIS instances learn of a change through LISTEN/NOTIFY; embedded instances by watching the
+files. Each edit goes through one instance; the other is polled (every 10 ms, for at most 1 s)
+until it serves the change, and the measured delay is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import httpx
+import psycopg
+from fastapi.testclient import TestClient
+
+from geo_service.api.app import create_app
+from geo_service.auth import Principal, Role
+from geo_service.editing import update
+from geo_service.schema import LayerName
+from geo_service.settings import Settings
+from geo_service.storage.base import Backend
+from geo_service.storage.postgis import LISTENER_NAME, PostGISBackend
+from geo_service.versions import IfMatch
+from tests import rawdata
+from tests.backends import reset_postgis
+from tests.keys import key_for
+from tests.services import service
+
+DEADLINE_S = 1.0
+
+
+def wait_until(check: Callable[[], bool]) -> float | None:
+    """Seconds until ``check()`` holds, or None if it did not within the deadline."""
+    t0 = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > DEADLINE_S:
+            return None
+        time.sleep(0.01)
+
+
+def test_two_instances_agree_after_every_edit(
+    backend: Backend, backend_env: dict[str, str]
+) -> None:
+    admin = key_for(backend, "admin-wang", Role.admin)
+    grids = sorted(rawdata.properties("grids"))[:4]
+    n_stalls = len(rawdata.features("stalls"))
+    env = {**backend_env, "GEO_SERVICE_RELOAD_POLL_S": "0.2"}
+    delays: list[float] = []
+    with (
+        service(env) as a,
+        service(env) as b,
+        httpx.Client(timeout=30, headers={"X-API-Key": admin}) as http,
+    ):
+        urls = (a, b)
+
+        def meta(url: str) -> dict[str, object]:
+            body: dict[str, object] = http.get(f"{url}/api/v1/meta").json()
+            return body
+
+        def agree(writer: str, reader: str, check: Callable[[], bool]) -> None:
+            delay = wait_until(
+                lambda: check() and meta(reader)["version"] == meta(writer)["version"]
+            )
+            assert delay is not None, f"{reader} did not serve the change of {writer} within 1 s"
+            delays.append(delay)
+
+        for i in range(12):
+            writer, reader = urls[i % 2], urls[(i + 1) % 2]
+            grid = grids[i % len(grids)]
+            if i % 3 == 0:  # reassign a grid's officer
+                etag = http.get(f"{writer}/api/v1/grids/{grid}").headers["ETag"]
+                name = f"网格员{i}"
+                r = http.patch(f"{writer}/api/v1/grids/{grid}", json={"officer_name": name},
+                               headers={"If-Match": etag})  # fmt: skip
+                assert r.status_code == 200, r.text
+                new_etag = r.headers["ETag"]
+
+                def officer_seen(
+                    reader: str = reader, grid: str = grid, name: str = name, tag: str = new_etag
+                ) -> bool:
+                    got = http.get(f"{reader}/api/v1/grids/{grid}")
+                    return (
+                        got.headers["ETag"] == tag
+                        and got.json()["properties"]["officer"]["name"] == name
+                    )
+
+                agree(writer, reader, officer_seen)
+            else:  # a new stall in the grid: counted in it, and in the layer
+                before = http.get(f"{writer}/api/v1/grids/{grid}").json()["properties"]
+                p = rawdata.geometries("grids")[grid].representative_point()
+                code = f"XLP-370799-{i + 1:03d}"
+                body = {"code": code, "name": "新点", "services": ["修车"], "hours": "08:00-18:00",
+                        "status": "active", "lon": p.x, "lat": p.y}  # fmt: skip
+                r = http.post(f"{writer}/api/v1/stalls", json=body)
+                assert r.status_code == 201, r.text
+                want = before["counts"]["stalls"] + 1
+
+                def stall_seen(reader: str = reader, grid: str = grid, want: int = want) -> bool:
+                    got = http.get(f"{reader}/api/v1/grids/{grid}").json()["properties"]
+                    return bool(got["counts"]["stalls"] == want)
+
+                agree(writer, reader, stall_seen)
+        added = sum(1 for i in range(12) if i % 3)
+        assert meta(a)["layers"]["stalls"]["features"] == n_stalls + added  # type: ignore[index]
+
+        # A whole new layer through one instance: the other serves it, too.
+        feats = rawdata.features("stalls")[: n_stalls // 2]
+        data = json.dumps({"type": "FeatureCollection", "features": feats}).encode()
+        r = http.put(f"{a}/api/v1/layers/stalls", content=data)
+        assert r.status_code == 200, r.text
+
+        def layer_seen() -> bool:
+            return meta(b)["layers"]["stalls"]["features"] == len(feats)  # type: ignore[index]
+
+        agree(a, b, layer_seen)
+    print(
+        f"\n{type(backend).__name__}: {len(delays)} edits, the other instance served each after "
+        f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms "
+        f"({', '.join(f'{d * 1000:.0f}' for d in delays)})"
+    )
+
+
+def test_an_instance_reconnects_its_listener_and_catches_up(
+    rw_database: str, settings: Settings
+) -> None:
+    """Kill the LISTEN connection under a running instance: it reconnects, reloads what it
+    missed, and serves later changes again."""
+    reset_postgis(rw_database)
+    backend = PostGISBackend(rw_database, pool_size=2)
+    other = PostGISBackend(rw_database, pool_size=1)  # "another instance" writing directly
+    admin = Principal(Role.admin, "elsewhere")
+    grid = sorted(rawdata.properties("grids"))[0]
+
+    def rename(name: str, version: int) -> None:
+        mutation = update(
+            LayerName.grids, admin, {"name": name}, None, IfMatch(False, frozenset({version})),
+            lambda rec: rec.code,
+        )  # fmt: skip
+        other.modify(LayerName.grids, grid, mutation, admin, "update")
+
+    try:
+        with TestClient(create_app(settings, backend=backend)) as api:
+            name_of = lambda: api.get(f"/api/v1/grids/{grid}").json()["properties"]["name"]  # noqa: E731
+            rename("改名一", 1)
+            assert wait_until(lambda: name_of() == "改名一") is not None
+            with psycopg.connect(rw_database, autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND datname = current_database()",
+                    (LISTENER_NAME,),
+                ).fetchall()
+            assert killed == [(True,)]
+            rename("改名二", 2)  # while the listener is down, or reconnecting
+            t0 = time.monotonic()
+            while name_of() != "改名二":
+                assert time.monotonic() - t0 < 10, "the instance never caught up"
+                time.sleep(0.05)
+            rename("改名三", 3)  # and it listens again
+            assert wait_until(lambda: name_of() == "改名三") is not None
+    finally:
+        other.close()
+        backend.close()

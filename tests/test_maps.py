@@ -1,0 +1,451 @@
+"""Map pages without a browser: assets, basemaps and their CRS, content, errors, the CLI.
+
+References: the HTML is parsed with the standard library's parser; GCJ-02 positions come from
+``prcoords``; neighbours and nearby facilities from PostGIS; counts from the raw GeoJSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import numpy as np
+import prcoords
+import pytest
+import shapely
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from geo_service.api.app import create_app
+from geo_service.cli import app as cli_app
+from geo_service.crs import PointCRS
+from geo_service.maps.grid import surroundings
+from geo_service.maps.units import unit_collection
+from geo_service.settings import Settings
+from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.synth import write_city
+from tests import rawdata
+from tests.pgref import load_table
+
+STATIC = Path(__file__).resolve().parent.parent / "geo_service" / "static"
+MB = 1024 * 1024
+TK = "tk-test-0123456789"
+
+
+class Links(HTMLParser):
+    """Every script src and stylesheet href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.styles: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.scripts.append(str(a["src"]))
+        if tag == "link" and (a.get("rel") or "") == "stylesheet":
+            self.styles.append(str(a["href"]))
+
+
+def links(html: str) -> Links:
+    parser = Links()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def tk_client(snapshot: Snapshot) -> Iterator[TestClient]:
+    """A service configured with a Tianditu key."""
+    settings = Settings(data_dir=rawdata.DATA_DIR, tianditu_key=TK)
+    with TestClient(create_app(settings, SnapshotStore(snapshot))) as c:
+        yield c
+
+
+def first_grid() -> str:
+    return sorted(rawdata.geometries("grids"))[0]
+
+
+PAGES = [
+    "/maps/overview",
+    "/maps/overview?basemap=osm",
+    "/maps/grids/{grid}",
+    "/maps/coverage?layer=stalls&radius_m=1000",
+    "/maps/coverage?layer=vendor_clusters&radius_m=500&by=street&add=119.15,36.70",
+]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_link_only_self_hosted_assets(client: TestClient, path: str) -> None:
+    res = client.get(path.format(grid=first_grid()))
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"].startswith("text/html")
+    page = links(res.text)
+    assert page.scripts and page.styles
+    for url in page.scripts + page.styles:
+        assert not urlparse(url).netloc and not urlparse(url).scheme, url
+        assert url.startswith("/static/"), url
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert any(u.endswith("vendor/leaflet/leaflet.js") for u in page.scripts)
+    # Nothing the maps do not use (folium's default jQuery / Bootstrap / Font Awesome).
+    assert not re.search(r"jquery|bootstrap|fontawesome|awesome-markers", res.text, re.I)
+
+
+def test_vendored_libraries_carry_their_licences() -> None:
+    vendor = STATIC / "vendor"
+    folders = [d for d in vendor.iterdir() if d.is_dir()]
+    assert {d.name for d in folders} >= {
+        "leaflet",
+        "leaflet.markercluster",
+        "leaflet.locatecontrol",
+    }
+    for d in folders:
+        assert any(f.name.upper().startswith(("LICENSE", "MIT-LICEN")) for f in d.iterdir()), d
+    head = (vendor / "leaflet" / "leaflet.js").read_text()[:200]
+    assert "Leaflet 1.9.4" in head
+
+
+def test_overview_stays_small_and_holds_every_feature(client: TestClient) -> None:
+    res = client.get("/maps/overview")
+    assert len(res.content) < 3 * MB
+    html = res.text
+    props = rawdata.properties("grids")
+    for code in list(props)[:: max(len(props) // 50, 1)]:
+        assert f'"{code}"' in html
+    for code in rawdata.properties("stalls"):
+        assert f'"{code}"' in html
+    for code in rawdata.properties("vendor_clusters"):
+        assert f'"{code}"' in html
+    # Chinese labels are written as UTF-8, not \\uXXXX escapes (a third of the size).
+    assert "网格员" in html or "officer" in html
+    assert next(iter(props.values()))["officer_name"] in html
+
+
+def test_simplified_grids_keep_shared_edges(snapshot: Snapshot) -> None:
+    data = unit_collection(snapshot, "grid", PointCRS.wgs84)
+    shown = np.array([shapely.geometry.shape(f["geometry"]) for f in data["features"]])
+    raw = rawdata.geometries("grids")
+    original = np.array([raw[f["id"]] for f in data["features"]])
+    metric_shown = snapshot.projection.project(shown)
+    metric_orig = snapshot.projection.project(original)
+    # No overlaps introduced: the pieces add up to their union.
+    total = float(shapely.area(metric_shown).sum())
+    union = float(shapely.union_all(metric_shown).area)
+    assert abs(total - union) < 1e-4 * union
+    # Same footprint: the union moved by well under a tenth of a percent.
+    assert abs(union - shapely.union_all(metric_orig).area) < 1e-3 * union
+    # Every vertex within the 2 m tolerance (Hausdorff distance per grid).
+    assert float(shapely.hausdorff_distance(metric_shown, metric_orig).max()) <= 2.0 + 1e-6
+    # And 6 decimals at most.
+    text = json.dumps(data["features"][0]["geometry"])
+    assert not re.search(r"\d\.\d{7,}", text)
+
+
+def _page_rows(html: str, kind: str) -> dict[str, dict[str, Any]]:
+    """Markers the page builds: GeoMaps.addPoints(group, kind, columns, rows)."""
+    m = re.search(
+        r"GeoMaps\.addPoints\([^,]+,\s*\"" + kind + r"\",\s*(\[.*?\]),\s*(\[\[.*?\]\])\);",
+        html,
+        re.S,
+    )
+    assert m, kind
+    columns, rows = json.loads(m.group(1)), json.loads(m.group(2))
+    return {r[columns.index("code")]: dict(zip(columns, r, strict=True)) for r in rows}
+
+
+def test_amap_pages_put_stalls_at_their_gcj02_position(client: TestClient) -> None:
+    amap = _page_rows(client.get("/maps/overview?basemap=amap").text, "stall")
+    osm = _page_rows(client.get("/maps/overview?basemap=osm").text, "stall")
+    raw = rawdata.geometries("stalls")
+    assert set(amap) == set(raw) == set(osm)
+    for code, p in raw.items():
+        ref = prcoords.wgs_gcj((p.y, p.x))
+        assert (
+            abs(amap[code]["lat"] - ref.lat) < 1.5e-6 and abs(amap[code]["lon"] - ref.lon) < 1.5e-6
+        )
+        assert abs(osm[code]["lat"] - p.y) < 1.5e-6 and abs(osm[code]["lon"] - p.x) < 1.5e-6
+
+
+def tile_layers(html: str) -> dict[str, str]:
+    """Tile URL template -> attribution, decoded from the page's L.tileLayer(...) calls."""
+    found = re.findall(r"L\.tileLayer\(\s*(\"(?:[^\"\\]|\\.)*\")\s*,\s*\{(.*?)\}", html, re.S)
+    out = {}
+    for url, options in found:
+        attr = re.search(r'"attribution":\s*("(?:[^"\\]|\\.)*")', options)
+        out[json.loads(url)] = json.loads(attr.group(1)) if attr else ""
+    return out
+
+
+def test_basemaps_attribution_and_tianditu_key(client: TestClient, tk_client: TestClient) -> None:
+    amap_page = client.get("/maps/overview").text  # the default
+    amap = tile_layers(amap_page)
+    assert len(amap) == 2 and all("autonavi.com/appmaptile" in u for u in amap)
+    assert set(amap.values()) == {"© 高德地图 AutoNavi"}
+    assert "坐标系 GCJ-02" in amap_page
+    osm_page = client.get("/maps/overview?basemap=osm").text
+    assert tile_layers(osm_page) == {
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png": "© OpenStreetMap contributors"
+    }
+    assert "tianditu" not in osm_page  # no key: not offered at all
+    res = client.get("/maps/overview?basemap=tianditu")
+    assert res.status_code == 422 and "key" in res.json()["detail"].lower()
+    tdt = tk_client.get("/maps/overview?basemap=tianditu").text
+    tiles = tile_layers(tdt)
+    tianditu = [u for u in tiles if "tianditu.gov.cn" in u]
+    assert len(tianditu) == 4 and all(f"tk={TK}" in u for u in tianditu)
+    assert all(tiles[u] == "© 天地图" for u in tianditu)
+    assert "© OpenStreetMap contributors" in tiles.values()
+    assert "坐标系 WGS84" in tdt
+    # The Amap page links its WGS84 variants and vice versa.
+    amap_tk = tk_client.get("/maps/overview").text
+    assert "basemap=tianditu" in amap_tk and "basemap=osm" in amap_tk
+    assert "basemap=amap" in tdt
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "field"),
+    [
+        ("/maps/overview?basemap=google", 422, "basemap"),
+        ("/maps/grids/12345", 422, "code"),
+        ("/maps/grids/999999999999999", 404, None),
+        ("/maps/coverage?layer=stalls&radius_m=-5", 422, "radius_m"),
+        ("/maps/coverage?layer=grids&radius_m=500", 422, "layer"),
+        ("/maps/coverage?layer=stalls&radius_m=1e9", 422, "radius_m"),
+        ("/maps/coverage?layer=stalls&add=119.1", 422, "add"),
+        ("/maps/coverage?layer=stalls&add=119.1,36.7;abc,1", 422, "add"),
+        ("/maps/coverage?layer=stalls&add=36.7,119.1", 422, "add"),
+        ("/maps/coverage?layer=stalls&add=119.1,36.7&crs=utm", 422, "crs"),
+        ("/maps/coverage?layer=vendor_clusters&service=修鞋", 422, "service"),
+        ("/maps/data/grids", 422, "bbox"),
+        ("/maps/data/grids?bbox=1,2,3", 422, "bbox"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(
+    client: TestClient, path: str, status: int, field: str | None
+) -> None:
+    res = client.get(path)
+    assert res.status_code == status, res.text
+    body = res.json()
+    assert body["detail"]
+    if field:
+        assert field in body["detail"]
+
+
+def test_grid_surroundings_match_postgis(snapshot: Snapshot, pg: Any) -> None:
+    grids = rawdata.geometries("grids")
+    codes = sorted(grids)
+    load_table(pg, "m5_grids", codes, np.array([grids[c] for c in codes]))
+    for layer in ("stalls", "vendor_clusters"):
+        pts = rawdata.geometries(layer)
+        pc = sorted(pts)
+        load_table(pg, f"m5_{layer}", pc, np.array([pts[c] for c in pc]))
+    sample = codes[:: max(len(codes) // 12, 1)]
+    for code in sample:
+        s = surroundings(snapshot, code, 1000.0)
+        rows = pg.execute(
+            "SELECT b.code FROM m5_grids a JOIN m5_grids b ON ST_Intersects(a.geom, b.geom) "
+            "WHERE a.code = %s AND b.code <> a.code ORDER BY b.code",
+            (code,),
+        ).fetchall()
+        assert list(snapshot.grids.codes[s.neighbours]) == [r[0] for r in rows]
+        for layer, near in (("stalls", s.stalls), ("vendor_clusters", s.vendor_clusters)):
+            got = dict(zip(snapshot.points(layer).codes[near.idx], near.distance_m, strict=True))
+            ref = dict(
+                pg.execute(
+                    f"SELECT p.code, ST_Distance(g.geom::geography, p.geom::geography) "
+                    f"FROM m5_grids g, m5_{layer} p WHERE g.code = %s "
+                    f"AND ST_DWithin(g.geom::geography, p.geom::geography, 1010)",
+                    (code,),
+                ).fetchall()
+            )
+            # Metric-CRS and geodesic distances differ by ~0.1 m per km here: skip the rim.
+            for c, d in ref.items():
+                if d < 998.0:
+                    assert c in got, (code, c, d)
+                    assert abs(got[c] - d) < 1.0, (code, c, got[c], d)
+                elif d > 1002.0:
+                    assert c not in got
+            assert set(got) <= set(ref)
+
+
+def test_grid_page_shows_the_officer_and_neighbours(client: TestClient) -> None:
+    code = first_grid()
+    props = rawdata.properties("grids")[code]
+    html = client.get(f"/maps/grids/{code}").text
+    assert props["officer_name"] in html and props["officer_phone"] in html
+    assert "网格员名片" in html
+    neighbours = [
+        c
+        for c, g in rawdata.geometries("grids").items()
+        if c != code and g.intersects(rawdata.geometries("grids")[code])
+    ]
+    for c in neighbours:
+        assert f'"{c}"' in html
+
+
+def test_viewport_grids_are_converted_and_selected(client: TestClient, snapshot: Snapshot) -> None:
+    raw = rawdata.geometries("grids")
+    code = first_grid()
+    c = raw[code].representative_point()
+    g = prcoords.wgs_gcj((c.y, c.x))
+    box = f"{g.lon - 0.002},{g.lat - 0.002},{g.lon + 0.002},{g.lat + 0.002}"
+    res = client.get(f"/maps/data/grids?bbox={box}&basemap=amap")
+    assert res.status_code == 200 and res.headers["access-control-allow-origin"] == "*"
+    body = res.json()
+    got = {f["id"]: f for f in body["features"]}
+    assert code in got and body["numberMatched"] == len(got) and not body["truncated"]
+    # Independent selection: grids intersecting the box converted back to WGS84 by prcoords.
+    corners = [
+        prcoords.gcj_wgs((y, x))
+        for x, y in ((g.lon - 0.002, g.lat - 0.002), (g.lon + 0.002, g.lat + 0.002))
+    ]
+    wgs_box = shapely.box(corners[0].lon, corners[0].lat, corners[1].lon, corners[1].lat)
+    expected = {k for k, geom in raw.items() if geom.intersects(wgs_box)}
+    assert expected <= set(got)
+    assert len(got) - len(expected) <= 6  # the box is padded by ~10 m
+    # Every vertex in GCJ-02.
+    ring = np.array(got[code]["geometry"]["coordinates"][0])
+    orig = np.array(raw[code].exterior.coords)
+    assert len(ring) == len(orig)
+    for (x, y), (ox, oy) in zip(ring, orig, strict=True):
+        ref = prcoords.wgs_gcj((oy, ox))
+        assert abs(x - ref.lon) < 1.5e-6 and abs(y - ref.lat) < 1.5e-6
+    # Limit and lookup by code.
+    small = client.get(f"/maps/data/grids?bbox={box}&basemap=osm&limit=1").json()
+    assert small["truncated"] == (len(got) > 1) and len(small["features"]) == 1
+    one = client.get(f"/maps/data/grids?code={code}&basemap=osm").json()
+    assert [f["id"] for f in one["features"]] == [code]
+    assert client.get("/maps/data/grids?code=000").json()["features"] == []
+
+
+def coloured_units(html: str) -> list[dict[str, Any]]:
+    """Features of the coverage page's units layer (the one styled per feature)."""
+    m = re.search(r"L\.geoJSON\((\{.*?\}), \{\s*style: function", html, re.S)
+    assert m
+    return list(json.loads(m.group(1))["features"])
+
+
+def test_coverage_page_summary_matches_the_api(client: TestClient) -> None:
+    api = client.get("/api/v1/coverage?layer=stalls&radius_m=1000&by=community").json()
+    html = client.get("/maps/coverage?layer=stalls&radius_m=1000&by=community").text
+    assert f"{api['overall']['population_ratio'] * 100:.1f}%" in html
+    feats = coloured_units(html)
+    page = {f["id"]: f["properties"]["pop_ratio"] for f in feats}
+    ref = {
+        u["code"]: u["covered_population"] / u["population"]
+        for u in api["units"]
+        if u["population"]
+    }
+    assert set(ref) <= set(page)
+    for k, v in ref.items():
+        assert abs(page[k] - v) < 1e-3, k
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+def _local_assets_exist(page: Path) -> None:
+    found = links(page.read_text(encoding="utf-8"))
+    assert found.scripts
+    for url in found.scripts + found.styles:
+        assert not urlparse(url).scheme and not url.startswith("/"), url
+        target = Path(urljoin(page.as_uri(), url).removeprefix("file://"))
+        assert target.is_file(), (page, url)
+
+
+@pytest.fixture(scope="module")
+def small_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("city")
+    write_city(d, 60, 12, 6, seed=3)
+    return d
+
+
+def test_cli_writes_every_map(
+    small_city: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEO_SERVICE_DATA_DIR", str(small_city))
+    out = tmp_path / "maps"
+    res = CliRunner().invoke(
+        cli_app, ["maps", "build", "--basemap", "osm", "--out", str(out), "--radius", "500"]
+    )
+    assert res.exit_code == 0, res.output
+    grids = json.loads((small_city / "grids.geojson").read_text())["features"]
+    codes = {f["properties"]["code"] for f in grids}
+    assert {p.stem for p in (out / "grids").glob("*.html")} == codes
+    assert sorted(p.name for p in (out / "coverage").glob("*.html")) == [
+        "stalls-500m.html",
+        "vendor_clusters-500m.html",
+    ]
+    pages = [
+        out / "overview.html",
+        *(out / "coverage").glob("*.html"),
+        *sorted((out / "grids").glob("*.html"))[:5],
+    ]
+    for page in pages:
+        _local_assets_exist(page)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "overview.html" in index and f"grids/{min(codes)}.html" in index
+    overview = (out / "overview.html").read_text(encoding="utf-8")
+    assert "tile.openstreetmap.org" in overview and "grids/{code}.html" in overview
+
+
+def test_cli_rejects_tianditu_without_key_and_unknown_codes(
+    small_city: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEO_SERVICE_DATA_DIR", str(small_city))
+    monkeypatch.delenv("GEO_SERVICE_TIANDITU_KEY", raising=False)
+    runner = CliRunner()
+    res = runner.invoke(cli_app, ["maps", "build", "--basemap", "tianditu", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "key" in res.output.lower()
+    res = runner.invoke(
+        cli_app, ["maps", "build", "--grids", "123456789012345", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "123456789012345" in res.output
+    res = runner.invoke(cli_app, ["maps", "build", "--basemap", "bing", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+
+
+def test_static_maps_survive_a_copy(
+    small_city: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative asset links: the folder works wherever it is moved to."""
+    monkeypatch.setenv("GEO_SERVICE_DATA_DIR", str(small_city))
+    out = tmp_path / "a"
+    res = CliRunner().invoke(cli_app, ["maps", "build", "--grids", "none", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    moved = tmp_path / "b" / "elsewhere"
+    shutil.copytree(out, moved)
+    _local_assets_exist(moved / "overview.html")
+    assert not (moved / "grids").exists()
+
+
+def test_coverage_map_of_a_large_city_is_drawn_by_community(
+    small_city: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the inline limit a grid-by-grid coverage page would be tens of megabytes."""
+    from geo_service.dataset import load_dataset
+    from geo_service.maps import overview
+
+    monkeypatch.setattr(overview, "INLINE_GRID_LIMIT", 20)
+    snap = load_dataset(small_city)
+    communities = len(
+        {
+            f["properties"]["community_code"]
+            for f in json.loads((small_city / "grids.geojson").read_text())["features"]
+        }
+    )
+    settings = Settings(data_dir=small_city)
+    with TestClient(create_app(settings, SnapshotStore(snap))) as c:
+        res = c.get("/maps/coverage?layer=stalls&radius_m=500&by=grid")
+        assert res.status_code == 422 and "by" in res.json()["detail"]
+        html = c.get("/maps/coverage?layer=stalls&radius_m=500").text
+        units = coloured_units(html)
+        assert len(units) == communities
+        assert {u["properties"]["level"] for u in units} == {"community"}
