@@ -40,6 +40,7 @@ from shapely import STRtree
 from bench import bare_app
 from bench.city import OUT, city_dir
 from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.timing import best_of
 from geo_service.api.app import create_app
 from geo_service.dataset import load_dataset
 from geo_service.settings import Settings
@@ -63,15 +64,6 @@ class Row:
 
 def say(msg: str) -> None:
     print(f"[bench_locate] {msg}", flush=True)
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def random_points(snap: Snapshot, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
