@@ -507,5 +507,6 @@ def maps_build(
         f"wrote {len(built)} maps ({size / 1e6:,.1f} MB) to {out}/ (open {out}/index.html)"
     )
 
+
 if __name__ == "__main__":
     app()

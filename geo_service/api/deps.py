@@ -7,6 +7,8 @@ Dependencies that do not block are ``async def`` although they never await: Fast
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -136,6 +138,68 @@ LatQuery = Annotated[
     float, Query(ge=-90, le=90, allow_inf_nan=False, description="Latitude, degrees")
 ]
 CRSQuery = Annotated[PointCRS, Query(description=CRS_HELP)]
+
+
+_LIMITS = {"lon": 180.0, "lat": 90.0}
+
+
+def _coordinate(query: Mapping[str, str], name: str) -> float:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        raise bad_request("required but missing", name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_request(f"not a number (got {raw!r})", name) from None
+    if not math.isfinite(value):
+        raise bad_request(f"must be a finite number (got {raw!r})", name)
+    limit = _LIMITS[name]
+    if not -limit <= value <= limit:
+        raise bad_request(f"must be between {-limit:g} and {limit:g} (got {raw!r})", name)
+    return value
+
+
+def parse_point_query(query: Mapping[str, str]) -> QueryPoint:
+    """``lon``, ``lat``, ``crs`` straight from the query string.
+
+    The same rules as ``point_params``, checked by hand: FastAPI's per-parameter machinery
+    costs more than the whole grid lookup, and GET locate is the hottest endpoint
+    (bench/RESULTS.md). Routes using it declare ``POINT_QUERY_OPENAPI`` for their docs.
+    """
+    lon = _coordinate(query, "lon")
+    lat = _coordinate(query, "lat")
+    raw_crs = query.get("crs") or PointCRS.wgs84.value
+    try:
+        crs = PointCRS(raw_crs)
+    except ValueError:
+        names = ", ".join(c.value for c in PointCRS)
+        raise bad_request(f"unknown coordinate system {raw_crs!r}; one of {names}", "crs") from None
+    return QueryPoint.make(lon, lat, crs)
+
+
+POINT_QUERY_OPENAPI: list[dict[str, Any]] = [
+    {
+        "name": "lon",
+        "in": "query",
+        "required": True,
+        "description": "Longitude, degrees",
+        "schema": {"type": "number", "minimum": -180, "maximum": 180},
+    },
+    {
+        "name": "lat",
+        "in": "query",
+        "required": True,
+        "description": "Latitude, degrees",
+        "schema": {"type": "number", "minimum": -90, "maximum": 90},
+    },
+    {
+        "name": "crs",
+        "in": "query",
+        "required": False,
+        "description": CRS_HELP,
+        "schema": {"type": "string", "enum": [c.value for c in PointCRS], "default": "wgs84"},
+    },
+]
 
 
 async def point_params(lon: LonQuery, lat: LatQuery, crs: CRSQuery = PointCRS.wgs84) -> QueryPoint:
