@@ -44,10 +44,10 @@ def create_app(
 def create_handler_app(data_dir: Path | None = None) -> FastAPI:
     """geo_service's own GET locate handler alone in a bare FastAPI app (no docs, middleware or
     other routers): separates the cost of the handler from the cost of the full application."""
-    from geo_service.api.responses import JSONResponse
-    from geo_service.api.routers.grids import locate
-    from geo_service.dataset import load_dataset
-    from geo_service.snapshot import SnapshotStore
+    from geo_service.core.snapshot import SnapshotStore
+    from geo_service.storage.dataset import load_dataset
+    from geo_service.web.responses import JSONResponse
+    from geo_service.web.routers.grids import locate
 
     app = FastAPI(default_response_class=JSONResponse)
     app.state.store = SnapshotStore(

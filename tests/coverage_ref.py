@@ -7,7 +7,7 @@ import numpy as np
 import psycopg
 import shapely
 
-from geo_service.snapshot import Snapshot
+from geo_service.core.snapshot import Snapshot
 from tests.pgref import load_table
 
 REFERENCE_QUAD_SEGS = 64  # finer than the engine's 32, so it stands closer to the true circle

@@ -10,9 +10,9 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from geo_service.crs import MetricProjection
-from geo_service.schema import LayerName
-from geo_service.snapshot import Snapshot, build_snapshot
+from geo_service.core.crs import MetricProjection
+from geo_service.core.schema import LayerName
+from geo_service.core.snapshot import Snapshot, build_snapshot
 from tests.citybuilder import grid_row
 
 PROJ = MetricProjection(4549)

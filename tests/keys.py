@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from geo_service.auth import ApiKeyRecord, Role, new_key
+from geo_service.core.principal import ApiKeyRecord, Role
+from geo_service.domain.auth import new_key
 from geo_service.storage.base import Backend
 
 _MADE: dict[tuple[str, Role, tuple[str, ...], str | None], tuple[str, ApiKeyRecord]] = {}

@@ -38,7 +38,7 @@ def service(env: dict[str, str], timeout_s: float = 60.0) -> Iterator[str]:
     """Run ``geo_service`` under uvicorn; yields its base URL once /readyz answers."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "uvicorn", "geo_service.api.app:create_app", "--factory",
+        sys.executable, "-m", "uvicorn", "geo_service.web.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     with tempfile.TemporaryFile() as log:

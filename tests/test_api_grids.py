@@ -8,9 +8,9 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
-from geo_service.api.app import create_app
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.web.app import create_app
 from tests import rawdata
 
 KUIWEN = (119.16, 36.71)  # the point in the "done when"

@@ -11,8 +11,8 @@ import pytest
 import shapely
 from typer.testing import CliRunner
 
-from geo_service.cli import app
-from geo_service.dataset import load_dataset
+from geo_service.cli.main import app
+from geo_service.storage.dataset import load_dataset
 from tests import rawdata
 from tests.citybuilder import squares
 

@@ -14,8 +14,8 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.testclient import TestClient
 from starlette.middleware.gzip import GZipMiddleware as StarletteGZip
 
-from geo_service.api.compression import GZipMiddleware
-from geo_service.api.responses import JSONResponse
+from geo_service.web.compression import GZipMiddleware
+from geo_service.web.responses import JSONResponse
 
 MINIMUM = 2048
 

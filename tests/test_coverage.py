@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import shapely
 
-from geo_service.coverage import (
+from geo_service.analysis.coverage import (
     DISC_SEGMENTS,
     CoverageInputError,
     check_point,
@@ -19,9 +19,9 @@ from geo_service.coverage import (
     discs,
     grid_cover,
 )
-from geo_service.crs import geodesic_distance_m
-from geo_service.schema import LEVELS
-from geo_service.snapshot import Snapshot
+from geo_service.core.crs import geodesic_distance_m
+from geo_service.core.schema import LEVELS
+from geo_service.core.snapshot import Snapshot
 from tests.coverage_ref import load_snapshot, reference_coverage
 from tests.handmade_city import Site, Square, build, to_lonlat
 

@@ -11,10 +11,10 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
-from geo_service.api.app import create_app
-from geo_service.crs import from_wgs84
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
+from geo_service.core.crs import from_wgs84
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.web.app import create_app
 from tests.handmade_city import Site, Square, build, to_lonlat
 
 URL = "/api/v1/coverage"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from geo_service.cli import app
-from geo_service.snapshot import Snapshot
+from geo_service.cli.main import app
+from geo_service.core.snapshot import Snapshot
 from tests.conftest import DATA_DIR
 
 

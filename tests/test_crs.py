@@ -10,7 +10,7 @@ from coord_convert import transform as cc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geo_service import crs
+from geo_service.core import crs
 
 WEIFANG = (119.16, 36.71)
 # Longitudes/latitudes across mainland China where GCJ-02 applies.

@@ -24,13 +24,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from geo_service.api.app import create_app
-from geo_service.audit import AuditQuery
-from geo_service.auth import Role
-from geo_service.cli import app as cli_app
-from geo_service.schema import LayerName
-from geo_service.settings import Settings
+from geo_service.cli.main import app as cli_app
+from geo_service.core.principal import Role
+from geo_service.core.schema import LayerName
+from geo_service.core.settings import Settings
+from geo_service.storage.audit import AuditQuery
 from geo_service.storage.base import Backend
+from geo_service.web.app import create_app
 from tests import rawdata
 from tests.keys import key_for
 

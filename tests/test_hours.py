@@ -10,9 +10,9 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from geo_service import hours
-from geo_service.dataset import load_dataset
-from geo_service.layers import load_layer, validate_layer
+from geo_service.core import hours
+from geo_service.core.layers import load_layer, validate_layer
+from geo_service.storage.dataset import load_dataset
 
 SH = ZoneInfo("Asia/Shanghai")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pyproj
 import pytest
 
-from geo_service.schema import LayerName
-from geo_service.snapshot import build_snapshot
+from geo_service.core.schema import LayerName
+from geo_service.core.snapshot import build_snapshot
 from tests.citybuilder import BASE, squares
 
 GEOD = pyproj.Geod(ellps="WGS84")

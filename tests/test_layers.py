@@ -10,7 +10,7 @@ import prcoords
 import pytest
 import shapely
 
-from geo_service.layers import LayerFileError, load_layer, validate_layer
+from geo_service.core.layers import LayerFileError, load_layer, validate_layer
 from tests.citybuilder import BASE, grid_row, squares
 
 

@@ -16,14 +16,14 @@ import httpx
 import psycopg
 from fastapi.testclient import TestClient
 
-from geo_service.api.app import create_app
-from geo_service.auth import Principal, Role
-from geo_service.editing import update
-from geo_service.schema import LayerName
-from geo_service.settings import Settings
+from geo_service.core.principal import Principal, Role
+from geo_service.core.schema import LayerName
+from geo_service.core.settings import Settings
+from geo_service.core.versions import IfMatch
+from geo_service.domain.editing import update
 from geo_service.storage.base import Backend
 from geo_service.storage.postgis import LISTENER_NAME, PostGISBackend
-from geo_service.versions import IfMatch
+from geo_service.web.app import create_app
 from tests import rawdata
 from tests.backends import reset_postgis
 from tests.keys import key_for

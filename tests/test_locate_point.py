@@ -11,8 +11,8 @@ import pyproj
 import pytest
 import shapely
 
-from geo_service.schema import LayerName
-from geo_service.snapshot import Snapshot, build_snapshot
+from geo_service.core.schema import LayerName
+from geo_service.core.snapshot import Snapshot, build_snapshot
 from tests.citybuilder import BASE, squares
 
 GEOD = pyproj.Geod(ellps="WGS84")

@@ -22,18 +22,18 @@ import shapely
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from geo_service.api.app import create_app
-from geo_service.cli import app as cli_app
-from geo_service.crs import PointCRS
-from geo_service.maps.grid import surroundings
-from geo_service.maps.units import unit_collection
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
-from geo_service.synth import write_city
+from geo_service.cli.main import app as cli_app
+from geo_service.core.crs import PointCRS
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.render.maps.grid import surroundings
+from geo_service.render.maps.units import unit_collection
+from geo_service.storage.synth import write_city
+from geo_service.web.app import create_app
 from tests import rawdata
 from tests.pgref import load_table
 
-STATIC = Path(__file__).resolve().parent.parent / "geo_service" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "geo_service" / "render" / "static"
 MB = 1024 * 1024
 TK = "tk-test-0123456789"
 
@@ -430,8 +430,8 @@ def test_coverage_map_of_a_large_city_is_drawn_by_community(
     small_city: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Above the inline limit a grid-by-grid coverage page would be tens of megabytes."""
-    from geo_service.dataset import load_dataset
-    from geo_service.maps import overview
+    from geo_service.render.maps import overview
+    from geo_service.storage.dataset import load_dataset
 
     monkeypatch.setattr(overview, "INLINE_GRID_LIMIT", 20)
     snap = load_dataset(small_city)

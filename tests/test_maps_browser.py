@@ -24,14 +24,14 @@ import uvicorn
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 from typer.testing import CliRunner
 
-import geo_service.maps.overview as overview_module
-from geo_service.api.app import create_app
-from geo_service.cli import app as cli_app
-from geo_service.dataset import load_dataset
-from geo_service.maps.grid import surroundings
-from geo_service.settings import Settings
-from geo_service.snapshot import Snapshot, SnapshotStore
-from geo_service.synth import write_city
+import geo_service.render.maps.overview as overview_module
+from geo_service.cli.main import app as cli_app
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.render.maps.grid import surroundings
+from geo_service.storage.dataset import load_dataset
+from geo_service.storage.synth import write_city
+from geo_service.web.app import create_app
 from tests import rawdata
 from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
 

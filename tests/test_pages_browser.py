@@ -327,9 +327,9 @@ def test_unknown_code_gets_a_friendly_page(phone: Phone, live_server: str) -> No
 def test_retired_and_suspended_stall_pages(snapshot: Any) -> None:
     """A retired stall's code gets a friendly 410 page with the nearest alternatives; a
     suspended one says so and is never shown as open."""
-    from geo_service.api.app import create_app
-    from geo_service.settings import Settings
-    from geo_service.snapshot import SnapshotStore, build_snapshot
+    from geo_service.core.settings import Settings
+    from geo_service.core.snapshot import SnapshotStore, build_snapshot
+    from geo_service.web.app import create_app
 
     frame = snapshot.stalls.frame.copy()
     retired, suspended = frame["code"].iloc[40], frame["code"].iloc[41]

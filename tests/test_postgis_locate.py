@@ -6,7 +6,7 @@ import numpy as np
 import psycopg
 import shapely
 
-from geo_service.snapshot import Snapshot
+from geo_service.core.snapshot import Snapshot
 from tests.pgref import load_table
 
 

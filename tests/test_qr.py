@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from geo_service.cli import app as cli_app
-from geo_service.qr import write_all
-from geo_service.snapshot import Snapshot
+from geo_service.cli.main import app as cli_app
+from geo_service.core.snapshot import Snapshot
+from geo_service.render.qr import write_all
 
 BASE = "https://weifang.example.cn/xlp"
 
@@ -102,9 +102,9 @@ def test_api_qr_png_and_svg(client: TestClient, snapshot: Snapshot, settings: ob
 
 
 def test_base_url_comes_from_configuration(snapshot: Snapshot) -> None:
-    from geo_service.api.app import create_app
-    from geo_service.settings import Settings
-    from geo_service.snapshot import SnapshotStore
+    from geo_service.core.settings import Settings
+    from geo_service.core.snapshot import SnapshotStore
+    from geo_service.web.app import create_app
 
     app = create_app(
         Settings(public_base_url="https://xlp.weifang.example/"), SnapshotStore(snapshot)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import shapely
 
-from geo_service.coverage import CoverageInputError
-from geo_service.siting import optimize_sites
-from geo_service.snapshot import Snapshot
-from geo_service.whatif import what_if
+from geo_service.analysis.coverage import CoverageInputError
+from geo_service.analysis.siting import optimize_sites
+from geo_service.analysis.whatif import what_if
+from geo_service.core.snapshot import Snapshot
 from tests.handmade_city import Square, build, to_lonlat
 
 
@@ -110,7 +110,7 @@ def test_default_dataset_matches_brute_force(snapshot: Snapshot) -> None:
     """p = 2 among 12 candidates in the gaps: MCLP on sampled demand must pick a pair whose exact
     gain is within 2% of the best of all 66 pairs, each measured exactly."""
     layer, radius = "vendor_clusters", 1000.0
-    from geo_service.coverage import compute_coverage
+    from geo_service.analysis.coverage import compute_coverage
 
     gaps = compute_coverage(snapshot, layer, radius).gaps
     area = shapely.union_all(gaps.geometry.to_numpy()[:6])

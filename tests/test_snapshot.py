@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from geo_service.schema import LayerName
-from geo_service.snapshot import SnapshotStore, build_snapshot
+from geo_service.core.schema import LayerName
+from geo_service.core.snapshot import SnapshotStore, build_snapshot
 from tests.citybuilder import squares
 
 

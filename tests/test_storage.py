@@ -19,18 +19,18 @@ import pytest
 import shapely
 from typer.testing import CliRunner
 
-from geo_service.audit import AuditQuery
-from geo_service.auth import Principal, Role
-from geo_service.cli import app as cli_app
-from geo_service.dataset import load_dataset
-from geo_service.editing import update
-from geo_service.schema import LayerName
+from geo_service.cli.main import app as cli_app
+from geo_service.core.principal import Principal, Role
+from geo_service.core.schema import LayerName
+from geo_service.core.versions import IfMatch
+from geo_service.domain.editing import update
 from geo_service.storage import files
+from geo_service.storage.audit import AuditQuery
 from geo_service.storage.base import Backend
+from geo_service.storage.dataset import load_dataset
 from geo_service.storage.files import JOURNAL_FILE, TMP_SUFFIX, FilesBackend
 from geo_service.storage.postgis import CHANNEL, PostGISBackend
 from geo_service.storage.records import records_from_frame
-from geo_service.versions import IfMatch
 from tests import rawdata
 from tests.backends import PgDatabases, copy_data, reset_postgis
 from tests.keys import key_for
@@ -128,7 +128,7 @@ def test_db_migrate_and_load_commands(pg_databases: PgDatabases, monkeypatch: An
     secret = res.stdout.strip().splitlines()[-1]
     pg = PostGISBackend(url, pool_size=1)
     try:
-        from geo_service.auth import KeyVerifier
+        from geo_service.domain.auth import KeyVerifier
 
         rec = KeyVerifier(pg.get_key).verify(secret)
         assert rec is not None and rec.name == "ops-zhao" and rec.role is Role.admin
@@ -196,7 +196,7 @@ def test_files_crash_after_the_rename_completes_the_audit(
     real = FilesBackend._append_audit
 
     def dies_mid_append(self: FilesBackend, entries: list[Any]) -> None:
-        from geo_service.audit import to_jsonl
+        from geo_service.storage.audit import to_jsonl
 
         with open(self.audit_path, "ab") as fh:
             data = to_jsonl(entries)

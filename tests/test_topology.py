@@ -10,9 +10,9 @@ import pyproj
 import shapely
 from typer.testing import CliRunner
 
-from geo_service.cli import app
-from geo_service.layers import validate_layer
-from geo_service.topology import check_grids
+from geo_service.cli.main import app
+from geo_service.core.layers import validate_layer
+from geo_service.core.topology import check_grids
 from tests.citybuilder import BASE, grid_row, squares
 
 GEOD = pyproj.Geod(ellps="WGS84")

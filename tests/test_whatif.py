@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import shapely
 
-from geo_service.coverage import CoverageInputError, compute_coverage
-from geo_service.schema import LayerName
-from geo_service.snapshot import Snapshot, build_snapshot
-from geo_service.whatif import what_if
+from geo_service.analysis.coverage import CoverageInputError, compute_coverage
+from geo_service.analysis.whatif import what_if
+from geo_service.core.schema import LayerName
+from geo_service.core.snapshot import Snapshot, build_snapshot
 from tests.handmade_city import Site, Square, build, to_lonlat
 
 

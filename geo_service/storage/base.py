@@ -13,10 +13,10 @@ from typing import Protocol
 
 import geopandas as gpd
 
-from geo_service.audit import AuditEntry, AuditQuery
-from geo_service.auth import ApiKeyRecord, Principal
-from geo_service.layers import LoadReport
-from geo_service.schema import LayerName
+from geo_service.core.layers import LoadReport
+from geo_service.core.principal import ApiKeyRecord, Principal
+from geo_service.core.schema import LayerName
+from geo_service.storage.audit import AuditEntry, AuditQuery
 from geo_service.storage.records import Record
 
 # Gets the current record (None if there is none) and returns the record to store, or None to

@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 
-from geo_service.audit import AuditEntry, AuditQuery, entry_for, replace_entries, to_jsonl
-from geo_service.auth import ApiKeyRecord, Principal
-from geo_service.dataset import dataset_version, layer_path, read_dataset
-from geo_service.schema import SCHEMAS, LayerName
+from geo_service.core.principal import ApiKeyRecord, Principal
+from geo_service.core.schema import SCHEMAS, LayerName
+from geo_service.storage.audit import AuditEntry, AuditQuery, entry_for, replace_entries, to_jsonl
 from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
+from geo_service.storage.dataset import dataset_version, layer_path, read_dataset
 from geo_service.storage.records import Record, plan_replace, stored_feature_records
 
 log = logging.getLogger(__name__)

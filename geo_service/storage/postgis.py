@@ -28,13 +28,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from geo_service.audit import COLUMNS, AuditEntry, AuditQuery, entry_for, replace_entries
-from geo_service.auth import ApiKeyRecord, Principal
-from geo_service.layers import LoadReport, Problem, validate_layer
-from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
+from geo_service.core.layers import LoadReport, Problem, validate_layer
+from geo_service.core.principal import ApiKeyRecord, Principal
+from geo_service.core.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName, LayerSchema
+from geo_service.core.versions import with_versions
+from geo_service.storage.audit import COLUMNS, AuditEntry, AuditQuery, entry_for, replace_entries
 from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
 from geo_service.storage.records import InvalidRecord, Record, plan_replace, stored_records
-from geo_service.versions import with_versions
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 import orjson
 import shapely
 
-from geo_service.layers import LIST_SEPARATORS, LoadReport, Problem, validate_layer
-from geo_service.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName
-from geo_service.snapshot import _records as frame_rows
-from geo_service.versions import feature_version
+from geo_service.core.layers import LIST_SEPARATORS, LoadReport, Problem, validate_layer
+from geo_service.core.schema import SCHEMAS, VERSION_FIELD, FieldType, LayerName
+from geo_service.core.snapshot import _records as frame_rows
+from geo_service.core.versions import feature_version
 
 PRECISION = 7
 LIST_JOIN = ";"

@@ -1,0 +1,207 @@
+"""Interactive maps for officers, planners and residents (HTML built by ``geo_service.render.maps``).
+
+Every page is drawn in one coordinate system, chosen by ``basemap``: ``amap`` (default, GCJ-02)
+or ``osm`` / ``tianditu`` (WGS84); the page links to its other-basemap variants.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from geo_service.core.crs import PointCRS
+from geo_service.core.errors import quote
+from geo_service.core.schema import Level
+from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot
+from geo_service.render.maps.basemaps import Basemap, available, check_available
+from geo_service.render.maps.coverage import coverage_map
+from geo_service.render.maps.grid import grid_map
+from geo_service.render.maps.overview import overview_map
+from geo_service.render.maps.page import PageOptions, render_html
+from geo_service.render.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
+from geo_service.web.deps import CRS_HELP, SettingsDep, SnapshotDep, parse_bbox
+from geo_service.web.errors import bad_request, not_found
+from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
+from geo_service.web.responses import GeoJSONResponse
+
+router = APIRouter(prefix="/maps", tags=["maps"])
+
+BASEMAP_HELP = (
+    "Basemap, and with it the page's coordinate system: amap (高德, GCJ-02; fast in China, no "
+    "key), tianditu (天地图, WGS84; needs GEO_SERVICE_TIANDITU_KEY) or osm (WGS84)"
+)
+BasemapQuery = Annotated[Basemap | None, Query(description=BASEMAP_HELP)]
+
+# Built pages per snapshot: a reload swaps the snapshot, and its pages go with it.
+_pages: weakref.WeakKeyDictionary[Snapshot, dict[tuple[str, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+MAX_CACHED_PAGES = 64
+
+
+def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> str:
+    with _lock:
+        page = _pages.get(snap, {}).get(key)
+    if page is None:
+        page = build()
+        with _lock:
+            pages = _pages.setdefault(snap, {})
+            if len(pages) >= MAX_CACHED_PAGES:
+                pages.pop(next(iter(pages)))
+            pages[key] = page
+    return page
+
+
+def _options(request: Request, settings: Settings, basemap: Basemap | None) -> PageOptions:
+    chosen = Basemap(basemap or settings.basemap)
+    check_available(chosen, settings.tianditu_key)
+    # Relative links ("?..."): the cached page does not depend on the host it was asked on.
+    variants = {
+        b: "?" + str(request.url.include_query_params(basemap=b.value).query)
+        for b in available(settings.tianditu_key)
+        if b is not chosen
+    }
+    return PageOptions(
+        basemap=chosen,
+        tianditu_key=settings.tianditu_key,
+        static_base="/static/",
+        grid_href=f"/maps/grids/{{code}}?basemap={chosen.value}",
+        variants=variants,
+    )
+
+
+def _page_key(kind: str, options: PageOptions, *parts: str) -> tuple[str, ...]:
+    """Cache key: everything that changes the page's HTML."""
+    links = tuple(f"{b.value}={url}" for b, url in sorted(options.variants.items()))
+    return (kind, *parts, options.basemap.value, options.tianditu_key or "", *links)
+
+
+def _html(page: str) -> HTMLResponse:
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/overview", response_class=HTMLResponse, summary="The whole city")
+async def overview(
+    request: Request, snap: SnapshotDep, settings: SettingsDep, basemap: BasemapQuery = None
+) -> HTMLResponse:
+    """Districts, streets, communities and grids (switchable, with popups), stalls clustered
+    with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
+    options = _options(request, settings, basemap)
+    key = _page_key("overview", options)
+    return _html(_cached(snap, key, lambda: render_html(overview_map(snap, options), options)))
+
+
+@router.get("/grids/{code}", response_class=HTMLResponse, summary="One grid and its officer")
+async def grid(
+    request: Request,
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    code: Annotated[str, GRID_CODE],
+    basemap: BasemapQuery = None,
+) -> HTMLResponse:
+    """The grid's outline and neighbours, stalls and vendor clusters inside or within 1 km of its
+    edge, and the officer's card."""
+    if not (len(code) == 15 and code.isdigit()):
+        raise bad_request(f"a grid code is 15 digits, got {quote(code)}", "code")
+    if code not in snap.grids.position:
+        raise not_found(f"unknown grid code {quote(code)}")
+    options = _options(request, settings, basemap)
+    overview_href = f"/maps/overview?basemap={options.basemap.value}"
+
+    def build() -> str:
+        return render_html(grid_map(snap, code, options, overview_href=overview_href), options)
+
+    return _html(_cached(snap, _page_key("grid", options, code), build))
+
+
+@router.get("/coverage", response_class=HTMLResponse, summary="Coverage, gaps and what-if sites")
+async def coverage(
+    request: Request,
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    q: CoverageQueryDep,
+    by: Annotated[
+        Level | None,
+        Query(
+            description="Units coloured by coverage ratio (default grid; community above "
+            "5,000 grids)"
+        ),
+    ] = None,
+    add: Annotated[
+        str | None,
+        Query(description="Candidate sites lon,lat;lon,lat (in `crs`) for a what-if"),
+    ] = None,
+    crs: Annotated[PointCRS, Query(description=CRS_HELP + " (applies to `add`)")] = (
+        PointCRS.wgs84
+    ),
+    basemap: BasemapQuery = None,
+) -> HTMLResponse:
+    """Units coloured by the share of their population within ``radius_m`` of ``layer``,
+    the covered area and the gaps; with ``add``, the situation after adding those sites."""
+    lon, lat = sites_of(parse_sites(add), crs, "add")
+    options = _options(request, settings, basemap)
+    sites = ";".join(f"{x:.7f},{y:.7f}" for x, y in zip(lon, lat, strict=True))
+    key = _page_key(
+        "coverage",
+        options,
+        q.layer,
+        f"{q.radius_m:g}",
+        str(q.service),
+        str(q.active_only),
+        by.value if by else "",
+        sites,
+    )
+
+    def build() -> str:
+        m = coverage_map(
+            snap,
+            options,
+            q.layer,
+            q.radius_m,
+            by.value if by else None,
+            q.service,
+            q.active_only,
+            lon,
+            lat,
+        )
+        return render_html(m, options)
+
+    return _html(_cached(snap, key, build))
+
+
+@router.get(
+    "/data/grids",
+    response_class=GeoJSONResponse,
+    summary="Grids in view, in the map page's coordinate system",
+)
+async def grids_data(
+    snap: SnapshotDep,
+    settings: SettingsDep,
+    bbox: Annotated[
+        str | None,
+        Query(description="minlon,minlat,maxlon,maxlat in the basemap's CRS (GCJ-02 for amap)"),
+    ] = None,
+    code: Annotated[str | None, Query(description="One grid by its 15-digit code")] = None,
+    basemap: BasemapQuery = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = DEFAULT_LIMIT,
+) -> GeoJSONResponse:
+    """What an overview of a large city loads as the user pans: the grids in the box, converted to
+    the basemap's CRS and rounded to 6 decimals (unlike ``/api/v1/grids``, which is WGS84).
+    ``truncated`` says when more grids matched than ``limit``."""
+    crs = PageOptions(basemap=Basemap(basemap or settings.basemap)).crs
+    if code is not None:
+        body = grid_by_code(snap, code, crs)
+    else:
+        box = parse_bbox(bbox)
+        if box is None:
+            raise bad_request("give bbox=minlon,minlat,maxlon,maxlat or code", "bbox")
+        body = grids_in_view(snap, box, crs, limit)
+    # Static maps written by `geo-service maps build` load this from file:// or another host.
+    return GeoJSONResponse(body, headers={"Access-Control-Allow-Origin": "*"})
