@@ -3,9 +3,10 @@
 Under `make test` (and CI) GEO_SERVICE_TEST_REQUIRE_SERVICES=1: a missing PostGIS or Chromium is
 then a failure, not a skip, so a green run always means the references were really checked.
 
-Every test that touches the data runs on both storage backends: ``snapshot`` and ``client`` are
-built from ``shared_backend`` (read-only, one per backend and session), ``backend`` gives a
-write test its own fresh copy of the default data. Both follow ``backend_kind`` (files, postgis).
+Tests run on both storage backends where the backend matters: every write test (``backend``,
+a fresh copy of the default data per test) runs on files and on PostGIS (``backend_kind``).
+Read-only tests use ``snapshot`` and ``client`` built from the files (``shared_backend``); that
+a PostGIS-loaded snapshot is the same snapshot is checked once (tests/test_backend_parity.py).
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ def pg_databases(pg_url: str) -> Iterator[PgDatabases]:
 
 
 @pytest.fixture(scope="session")
-def shared_backend(
-    backend_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Backend]:
-    """The default dataset on this backend, for tests that only read (never write to it)."""
-    if backend_kind == "files":
-        yield FilesBackend(copy_data(tmp_path_factory.mktemp("data-shared")))
-        return
-    url = request.getfixturevalue("pg_databases").create("shared")
+def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """The default dataset in files, for tests that only read (never write to it)."""
+    return FilesBackend(copy_data(tmp_path_factory.mktemp("data-shared")))
+
+
+@pytest.fixture(scope="session")
+def pg_shared_backend(pg_databases: PgDatabases) -> Iterator[Backend]:
+    """The default dataset loaded into PostGIS as `geo-service db load` does, read-only."""
+    url = pg_databases.create("shared")
     seed_postgis(url)
     backend = PostGISBackend(url, pool_size=4)
     yield backend

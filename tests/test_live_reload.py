@@ -1,8 +1,10 @@
-"""Two service processes on one backend agree after every edit, within a second.
+"""Two service processes on one backend agree after every edit.
 
 PostGIS instances learn of a change through LISTEN/NOTIFY; embedded instances by watching the
-files. Each edit goes through one instance; the other is polled (every 10 ms, for at most 1 s)
-until it serves the change, and the measured delay is printed.
+files. Each edit goes through one instance; the other is polled (every 10 ms) until it serves
+the change. The test asserts that the change arrives, within a generous ceiling that only a
+broken reload would reach on a loaded machine; how fast it arrives is measured by
+`python -m bench.bench_edits` (bench/RESULTS.md), and printed here for information.
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ from tests.backends import reset_postgis
 from tests.keys import key_for
 from tests.services import service
 
-DEADLINE_S = 1.0
+CEILING_S = 30.0  # "eventually": a lost change, not a slow one, fails the test
 
 
 def wait_until(check: Callable[[], bool]) -> float | None:
-    """Seconds until ``check()`` holds, or None if it did not within the deadline."""
+    """Seconds until ``check()`` holds, or None if it did not within the ceiling."""
     t0 = time.monotonic()
     while True:
         if check():
             return time.monotonic() - t0
-        if time.monotonic() - t0 > DEADLINE_S:
+        if time.monotonic() - t0 > CEILING_S:
             return None
         time.sleep(0.01)
 
@@ -66,7 +68,9 @@ def test_two_instances_agree_after_every_edit(
             delay = wait_until(
                 lambda: check() and meta(reader)["version"] == meta(writer)["version"]
             )
-            assert delay is not None, f"{reader} did not serve the change of {writer} within 1 s"
+            assert delay is not None, (
+                f"{reader} never served the change of {writer} ({CEILING_S:g} s)"
+            )
             delays.append(delay)
 
         for i in range(12):
@@ -158,7 +162,7 @@ def test_an_instance_reconnects_its_listener_and_catches_up(
             rename("改名二", 2)  # while the listener is down, or reconnecting
             t0 = time.monotonic()
             while name_of() != "改名二":
-                assert time.monotonic() - t0 < 10, "the instance never caught up"
+                assert time.monotonic() - t0 < CEILING_S, "the instance never caught up"
                 time.sleep(0.05)
             rename("改名三", 3)  # and it listens again
             assert wait_until(lambda: name_of() == "改名三") is not None

@@ -132,7 +132,9 @@ def what_if(
     alon = np.atleast_1d(np.asarray(add_lon, dtype=np.float64))
     alat = np.atleast_1d(np.asarray(add_lat, dtype=np.float64))
     codes = grid_codes_at(snapshot, alon, alat)
-    added = pd.DataFrame({"lon": alon, "lat": alat, "x": ax, "y": ay, "grid_code": codes})
+    # object dtype: pandas' string inference would turn a None (outside every grid) into NaN
+    grid_code = pd.Series(codes, dtype=object)
+    added = pd.DataFrame({"lon": alon, "lat": alat, "x": ax, "y": ay, "grid_code": grid_code})
     return WhatIfResult(
         layer=base.layer,
         radius_m=base.radius_m,

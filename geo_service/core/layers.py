@@ -168,9 +168,13 @@ def to_wgs84_frame(gdf: gpd.GeoDataFrame, crs: str | None, source: str) -> gpd.G
 
 
 def validate_layer(
-    gdf: gpd.GeoDataFrame, layer: LayerName | str, source: str = "<memory>"
+    gdf: gpd.GeoDataFrame, layer: LayerName | str, source: str = "<memory>", strict: bool = False
 ) -> tuple[gpd.GeoDataFrame, LoadReport]:
-    """Check every row; return the valid rows (repaired where safe) and the report."""
+    """Check every row; return the valid rows (repaired where safe) and the report.
+
+    ``strict`` (validate, import, upload, edits: data about to be written) rejects what a load
+    of stored data only warns about, such as unreadable opening hours: a stall already stored
+    stays findable, but nothing new is written with hours nobody can read."""
     schema = SCHEMAS[LayerName(layer)]
     report = LoadReport(layer=schema.name.value, source=source, rows_read=len(gdf))
     df = gdf.reset_index(drop=True).copy()
@@ -192,7 +196,7 @@ def validate_layer(
     codes = df[schema.code_field.name].map(lambda v: None if _missing(v) else _as_text(v))
     df[schema.code_field.name] = codes
     for f in schema.fields:
-        df[f.name], fbad = _check_field(df[f.name], f, rownum, codes, report)
+        df[f.name], fbad = _check_field(df[f.name], f, rownum, codes, report, strict)
         bad |= fbad
 
     df, gbad = _check_geometry(df, schema, rownum, codes, report)
@@ -246,7 +250,12 @@ def _as_list(value: object) -> list[str] | None:
 
 
 def _check_field(
-    col: pd.Series, f: Field, rownum: np.ndarray, codes: pd.Series, report: LoadReport
+    col: pd.Series,
+    f: Field,
+    rownum: np.ndarray,
+    codes: pd.Series,
+    report: LoadReport,
+    strict: bool = False,
 ) -> tuple[pd.Series, np.ndarray]:
     bad = np.zeros(len(col), dtype=bool)
     if f.type is FieldType.text_list:
@@ -320,12 +329,13 @@ def _check_field(
         if wrong.any():
             report.add(rownum[wrong], codes[wrong], f.name, f"not one of {', '.join(f.choices)}")
             bad |= wrong
+    action = "rejected" if strict else f.check_action
     for check in f.checks:
         msgs = values.map(lambda v, c=check: None if v is None else c(v))
         failed = msgs.notna().to_numpy() & ~isnull
         for r, c, m in zip(rownum[failed], codes[failed], msgs[failed], strict=True):
-            report.problems.append(Problem(int(r), c, f.name, str(m), f.check_action))
-        if f.check_action == "rejected":
+            report.problems.append(Problem(int(r), c, f.name, str(m), action))
+        if action == "rejected":
             bad |= failed
     return values, bad
 
@@ -409,7 +419,11 @@ def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
 
 
 def load_layer(
-    path: str | Path, layer: LayerName | str, crs: str | None = None, file_layer: str | None = None
+    path: str | Path,
+    layer: LayerName | str,
+    crs: str | None = None,
+    file_layer: str | None = None,
+    strict: bool = False,
 ) -> tuple[gpd.GeoDataFrame, LoadReport]:
     gdf = read_file(path, crs=crs, layer=file_layer)
-    return validate_layer(gdf, layer, source=str(path))
+    return validate_layer(gdf, layer, source=str(path), strict=strict)

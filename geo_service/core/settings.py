@@ -42,9 +42,11 @@ class Settings(BaseSettings):
         description="Street distance / straight-line distance for walk_minutes (about 1.3 in "
         "a city street grid)",
     )
+    heavy_threads: int = Field(
+        2, ge=1, description="Threads per worker for heavy requests (maps, coverage, bulk locate)"
+    )
+    heavy_queue: int = Field(
+        16, ge=0, description="Heavy requests that may wait per worker; beyond that 503"
+    )
     tianditu_key: str | None = Field(None, description="Tianditu tile key (tk)")
     basemap: str = Field("amap", description="Default basemap: amap, tianditu or osm")
-
-
-def get_settings() -> Settings:
-    return Settings()

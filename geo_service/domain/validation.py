@@ -40,6 +40,6 @@ class FileValidation:
 
 def validate_file(path: str | Path, layer: LayerName, crs: str | None = None) -> FileValidation:
     """Raises ``LayerFileError`` when the file cannot be read as a layer at all."""
-    frame, load = load_layer(path, layer, crs=crs)
+    frame, load = load_layer(path, layer, crs=crs, strict=True)
     topology = check_grids(frame, load) if layer is LayerName.grids else None
     return FileValidation(layer, frame, load, topology)

@@ -154,8 +154,8 @@ def frame_of_features(features: Sequence[dict[str, Any]]) -> gpd.GeoDataFrame:
 def validate_features(
     layer: LayerName, features: Sequence[dict[str, Any]], source: str = "<request>"
 ) -> tuple[list[Record], LoadReport]:
-    """Validate GeoJSON features exactly as an imported file is validated."""
-    frame, report = validate_layer(frame_of_features(features), layer, source)
+    """Validate GeoJSON features exactly as an imported file is validated (strictly)."""
+    frame, report = validate_layer(frame_of_features(features), layer, source, strict=True)
     return records_from_frame(layer, frame), report
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.gzip import GZipMiddleware
 
 from geo_service import __version__
 from geo_service.core.settings import Settings
@@ -17,8 +18,9 @@ from geo_service.core.snapshot import SnapshotStore
 from geo_service.domain.auth import KeyVerifier
 from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
-from geo_service.web.compression import GZipMiddleware
 from geo_service.web.errors import install_error_handlers
+from geo_service.web.offload import HeavyPool
+from geo_service.web.pagecache import PageCache
 from geo_service.web.responses import JSONResponse
 from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
 
@@ -44,6 +46,7 @@ def create_app(
     the backend changes."""
     settings = settings or Settings()
     rt = open_runtime(settings, store, backend)
+    heavy = HeavyPool(settings.heavy_threads, settings.heavy_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +54,7 @@ def create_app(
         try:
             yield
         finally:
+            heavy.close()
             rt.close()
 
     app = FastAPIOffline(
@@ -63,6 +67,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = rt
+    app.state.heavy = heavy
+    app.state.pages = PageCache[str](heavy)
     app.state.store = rt.store
     app.state.backend = rt.backend
     app.state.backend_name = rt.backend.name

@@ -26,6 +26,7 @@ from geo_service.domain.editing import officer_grids
 from geo_service.storage.base import Backend
 from geo_service.storage.reloader import Reloader
 from geo_service.web.errors import bad_request, unauthorized
+from geo_service.web.offload import HeavyPool
 
 
 def get_store(request: Request) -> SnapshotStore:
@@ -60,7 +61,13 @@ def get_reloader(request: Request) -> Reloader:
     return reloader
 
 
+async def get_heavy(request: Request) -> HeavyPool:
+    heavy: HeavyPool = request.app.state.heavy
+    return heavy
+
+
 SnapshotDep = Annotated[Snapshot, Depends(_snapshot_dependency)]
+HeavyDep = Annotated[HeavyPool, Depends(get_heavy)]
 SettingsDep = Annotated[Settings, Depends(_settings_dependency)]
 BackendDep = Annotated[Backend, Depends(get_backend)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]

@@ -25,7 +25,7 @@ from geo_service.core.crs import PointCRS, transform_geometry
 from geo_service.core.schema import Level, PointLayerName, Service
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot
-from geo_service.web.deps import PointDep, SettingsDep, SnapshotDep
+from geo_service.web.deps import HeavyDep, PointDep, QueryPoint, SettingsDep, SnapshotDep
 from geo_service.web.errors import bad_request
 from geo_service.web.geojson import collection, feature, geometries_json
 from geo_service.web.models import FeatureCollection
@@ -205,24 +205,28 @@ class OptimizeBody(CoverageBody):
 
 
 @router.get("", response_model=CoverageResponse, summary="Coverage by grid, community, street…")
-def coverage(
+async def coverage(
     q: CoverageQueryDep,
     snap: SnapshotDep,
+    heavy: HeavyDep,
     by: Annotated[Level, Query(description="Level to aggregate to")] = Level.grid,
 ) -> JSONResponse:
     """Share of each unit's area and population within `radius_m` metres of the layer's
     facilities, measured in the metric CRS. Population is spread evenly over its grid. An empty
     layer covers nothing (ratios 0)."""
+    return JSONResponse(await heavy.run(coverage_body, q, snap, by))
+
+
+def coverage_body(q: CoverageQuery, snap: Snapshot, by: Level) -> dict[str, Any]:
     res = compute_coverage(
         snap, q.layer, q.radius_m, by.value, q.service, active_only=q.active_only
     )
-    body = {
+    return {
         **header(q, snap),
         "by": by.value,
         "overall": figures(res.overall),
         "units": unit_rows(res.units),
     }
-    return JSONResponse(body)
 
 
 @router.get(
@@ -231,9 +235,13 @@ def coverage(
     response_class=GeoJSONResponse,
     summary="Uncovered areas, with the population living in them",
 )
-def gaps(q: CoverageQueryDep, snap: SnapshotDep) -> GeoJSONResponse:
+async def gaps(q: CoverageQueryDep, snap: SnapshotDep, heavy: HeavyDep) -> GeoJSONResponse:
     """Connected uncovered parts of the managed area, largest first; each with `area_m2`,
     `population` (uncovered share of each grid's population) and `grids` (grids it touches)."""
+    return GeoJSONResponse(await heavy.run(gaps_body, q, snap))
+
+
+def gaps_body(q: CoverageQuery, snap: Snapshot) -> dict[str, Any]:
     res = compute_coverage(snap, q.layer, q.radius_m, "grid", q.service, active_only=q.active_only)
     frame = res.gaps
     geoms = geometries_json(frame.geometry.to_numpy())
@@ -250,13 +258,19 @@ def gaps(q: CoverageQueryDep, snap: SnapshotDep) -> GeoJSONResponse:
     body = collection(feats, len(feats))
     body.update(header(q, snap))
     body["overall"] = figures(res.overall)
-    return GeoJSONResponse(body)
+    return body
 
 
 @router.get("/check", response_model=CheckResponse, summary="Is this place covered?")
-def check(q: CoverageQueryDep, point: PointDep, snap: SnapshotDep) -> JSONResponse:
+async def check(
+    q: CoverageQueryDep, point: PointDep, snap: SnapshotDep, heavy: HeavyDep
+) -> JSONResponse:
     """Whether the point lies within `radius_m` (geodesic metres) of a facility, which ones
     (nearest first) and how far; when none, the nearest facility and its distance."""
+    return JSONResponse(await heavy.run(check_body, q, point, snap))
+
+
+def check_body(q: CoverageQuery, point: QueryPoint, snap: Snapshot) -> dict[str, Any]:
     res = check_point(
         snap,
         q.layer,
@@ -283,7 +297,7 @@ def check(q: CoverageQueryDep, point: PointDep, snap: SnapshotDep) -> JSONRespon
         "within": [item(int(i), d) for i, d in zip(res.within, res.distance_m, strict=True)],
         "nearest": item(res.nearest, res.nearest_m or 0.0) if res.nearest is not None else None,
     }
-    return JSONResponse(body)
+    return body
 
 
 def change_body(res: WhatIfResult) -> dict[str, Any]:
@@ -326,10 +340,16 @@ def change_body(res: WhatIfResult) -> dict[str, Any]:
 
 
 @router.post("/what-if", response_model=WhatIfResponse, summary="Coverage after adding/removing")
-def whatif(body: WhatIfBody, snap: SnapshotDep, settings: SettingsDep) -> JSONResponse:
+async def whatif(
+    body: WhatIfBody, snap: SnapshotDep, settings: SettingsDep, heavy: HeavyDep
+) -> JSONResponse:
     """Coverage before and after adding sites (`add`, in `crs`) and removing facilities
     (`remove`, codes of the layer), and the `by` units whose coverage changes. Only the grids
     within the radius of a changed site are recomputed."""
+    return JSONResponse(await heavy.run(whatif_body, body, snap, settings))
+
+
+def whatif_body(body: WhatIfBody, snap: Snapshot, settings: Settings) -> dict[str, Any]:
     q = body.query(settings)
     lon, lat = sites_of(body.add, body.crs, "add")
     res = what_if(
@@ -343,7 +363,7 @@ def whatif(body: WhatIfBody, snap: SnapshotDep, settings: SettingsDep) -> JSONRe
         q.service,
         active_only=q.active_only,
     )
-    return JSONResponse(change_body(res))
+    return change_body(res)
 
 
 def exclusion_area(raw: dict[str, Any] | None, crs: PointCRS) -> BaseGeometry | None:
@@ -366,10 +386,16 @@ def exclusion_area(raw: dict[str, Any] | None, crs: PointCRS) -> BaseGeometry | 
 @router.post(
     "/optimize", response_model=OptimizeResponse, summary="Best p new sites for uncovered people"
 )
-def optimize(body: OptimizeBody, snap: SnapshotDep, settings: SettingsDep) -> JSONResponse:
+async def optimize(
+    body: OptimizeBody, snap: SnapshotDep, settings: SettingsDep, heavy: HeavyDep
+) -> JSONResponse:
     """The `p` new sites that newly cover the most people (maximal covering location problem,
     PySAL spopt + CBC), chosen from `candidates` (default: every grid's centroid) outside the
     `exclude` units and `exclude_area`; with the exact gain of all of them, and of each alone."""
+    return JSONResponse(await heavy.run(optimize_body, body, snap, settings))
+
+
+def optimize_body(body: OptimizeBody, snap: Snapshot, settings: Settings) -> dict[str, Any]:
     q = body.query(settings)
     cands = (
         sites_of(body.candidates, body.crs, "candidates") if body.candidates is not None else None
@@ -408,4 +434,4 @@ def optimize(body: OptimizeBody, snap: SnapshotDep, settings: SettingsDep) -> JS
             "solver": {"name": "spopt MCLP, PuLP CBC", "status": res.status},
         }
     )
-    return JSONResponse(out)
+    return out

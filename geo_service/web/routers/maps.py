@@ -6,27 +6,25 @@ or ``osm`` / ``tianditu`` (WGS84); the page links to its other-basemap variants.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from geo_service.core.crs import PointCRS
 from geo_service.core.errors import quote
 from geo_service.core.schema import Level
 from geo_service.core.settings import Settings
-from geo_service.core.snapshot import Snapshot
 from geo_service.render.maps.basemaps import Basemap, available, check_available
 from geo_service.render.maps.coverage import coverage_map
 from geo_service.render.maps.grid import grid_map
 from geo_service.render.maps.overview import overview_map
 from geo_service.render.maps.page import PageOptions, render_html
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
-from geo_service.web.deps import CRS_HELP, SettingsDep, SnapshotDep, parse_bbox
+from geo_service.web.deps import CRS_HELP, HeavyDep, SettingsDep, SnapshotDep, parse_bbox
 from geo_service.web.errors import bad_request, not_found
+from geo_service.web.pagecache import PageCache
 from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
 from geo_service.web.responses import GeoJSONResponse
 
@@ -38,33 +36,25 @@ BASEMAP_HELP = (
 )
 BasemapQuery = Annotated[Basemap | None, Query(description=BASEMAP_HELP)]
 
-# Built pages per snapshot: a reload swaps the snapshot, and its pages go with it.
-_pages: weakref.WeakKeyDictionary[Snapshot, dict[tuple[str, ...], str]] = (
-    weakref.WeakKeyDictionary()
-)
-_lock = threading.Lock()
-MAX_CACHED_PAGES = 64
+Declared = dict[str, str]
 
 
-def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> str:
-    with _lock:
-        page = _pages.get(snap, {}).get(key)
-    if page is None:
-        page = build()
-        with _lock:
-            pages = _pages.setdefault(snap, {})
-            if len(pages) >= MAX_CACHED_PAGES:
-                pages.pop(next(iter(pages)))
-            pages[key] = page
-    return page
+def get_pages(request: Request) -> PageCache[str]:
+    pages: PageCache[str] = request.app.state.pages
+    return pages
 
 
-def _options(request: Request, settings: Settings, basemap: Basemap | None) -> PageOptions:
+PagesDep = Annotated[PageCache[str], Depends(get_pages)]
+
+
+def _options(settings: Settings, basemap: Basemap | None, declared: Declared) -> PageOptions:
+    """Page options; the links to the other basemaps repeat only the declared parameters, so
+    an undeclared one can neither reach the page nor its cache key."""
     chosen = Basemap(basemap or settings.basemap)
     check_available(chosen, settings.tianditu_key)
     # Relative links ("?..."): the cached page does not depend on the host it was asked on.
     variants = {
-        b: "?" + str(request.url.include_query_params(basemap=b.value).query)
+        b: "?" + urlencode({**declared, "basemap": b.value})
         for b in available(settings.tianditu_key)
         if b is not chosen
     }
@@ -77,10 +67,15 @@ def _options(request: Request, settings: Settings, basemap: Basemap | None) -> P
     )
 
 
-def _page_key(kind: str, options: PageOptions, *parts: str) -> tuple[str, ...]:
-    """Cache key: everything that changes the page's HTML."""
-    links = tuple(f"{b.value}={url}" for b, url in sorted(options.variants.items()))
-    return (kind, *parts, options.basemap.value, options.tianditu_key or "", *links)
+def _page_key(kind: str, options: PageOptions, declared: Declared) -> tuple[str, ...]:
+    """Cache key: the page kind, its declared parameters and the basemap (all the HTML
+    depends on)."""
+    return (
+        kind,
+        *(f"{k}={v}" for k, v in sorted(declared.items())),
+        options.basemap.value,
+        options.tianditu_key or "",
+    )
 
 
 def _html(page: str) -> HTMLResponse:
@@ -89,20 +84,21 @@ def _html(page: str) -> HTMLResponse:
 
 @router.get("/overview", response_class=HTMLResponse, summary="The whole city")
 async def overview(
-    request: Request, snap: SnapshotDep, settings: SettingsDep, basemap: BasemapQuery = None
+    snap: SnapshotDep, settings: SettingsDep, pages: PagesDep, basemap: BasemapQuery = None
 ) -> HTMLResponse:
     """Districts, streets, communities and grids (switchable, with popups), stalls clustered
     with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
-    options = _options(request, settings, basemap)
-    key = _page_key("overview", options)
-    return _html(_cached(snap, key, lambda: render_html(overview_map(snap, options), options)))
+    options = _options(settings, basemap, {})
+    key = _page_key("overview", options, {})
+    page = await pages.get(snap, key, lambda: render_html(overview_map(snap, options), options))
+    return _html(page)
 
 
 @router.get("/grids/{code}", response_class=HTMLResponse, summary="One grid and its officer")
 async def grid(
-    request: Request,
     snap: SnapshotDep,
     settings: SettingsDep,
+    pages: PagesDep,
     code: Annotated[str, GRID_CODE],
     basemap: BasemapQuery = None,
 ) -> HTMLResponse:
@@ -112,20 +108,20 @@ async def grid(
         raise bad_request(f"a grid code is 15 digits, got {quote(code)}", "code")
     if code not in snap.grids.position:
         raise not_found(f"unknown grid code {quote(code)}")
-    options = _options(request, settings, basemap)
+    options = _options(settings, basemap, {})
     overview_href = f"/maps/overview?basemap={options.basemap.value}"
 
     def build() -> str:
         return render_html(grid_map(snap, code, options, overview_href=overview_href), options)
 
-    return _html(_cached(snap, _page_key("grid", options, code), build))
+    return _html(await pages.get(snap, _page_key("grid", options, {"code": code}), build))
 
 
 @router.get("/coverage", response_class=HTMLResponse, summary="Coverage, gaps and what-if sites")
 async def coverage(
-    request: Request,
     snap: SnapshotDep,
     settings: SettingsDep,
+    pages: PagesDep,
     q: CoverageQueryDep,
     by: Annotated[
         Level | None,
@@ -146,18 +142,17 @@ async def coverage(
     """Units coloured by the share of their population within ``radius_m`` of ``layer``,
     the covered area and the gaps; with ``add``, the situation after adding those sites."""
     lon, lat = sites_of(parse_sites(add), crs, "add")
-    options = _options(request, settings, basemap)
-    sites = ";".join(f"{x:.7f},{y:.7f}" for x, y in zip(lon, lat, strict=True))
-    key = _page_key(
-        "coverage",
-        options,
-        q.layer,
-        f"{q.radius_m:g}",
-        str(q.service),
-        str(q.active_only),
-        by.value if by else "",
-        sites,
-    )
+    declared: Declared = {"layer": q.layer, "radius_m": f"{q.radius_m:g}"}
+    if q.service:
+        declared["service"] = q.service
+    if q.active_only:
+        declared["active_only"] = "true"
+    if by:
+        declared["by"] = by.value
+    if len(lon):  # the sites as converted to WGS84, so the link needs no crs
+        declared["add"] = ";".join(f"{x:.7f},{y:.7f}" for x, y in zip(lon, lat, strict=True))
+    options = _options(settings, basemap, declared)
+    key = _page_key("coverage", options, declared)
 
     def build() -> str:
         m = coverage_map(
@@ -173,7 +168,7 @@ async def coverage(
         )
         return render_html(m, options)
 
-    return _html(_cached(snap, key, build))
+    return _html(await pages.get(snap, key, build))
 
 
 @router.get(
@@ -184,6 +179,7 @@ async def coverage(
 async def grids_data(
     snap: SnapshotDep,
     settings: SettingsDep,
+    heavy: HeavyDep,
     bbox: Annotated[
         str | None,
         Query(description="minlon,minlat,maxlon,maxlat in the basemap's CRS (GCJ-02 for amap)"),
@@ -197,11 +193,11 @@ async def grids_data(
     ``truncated`` says when more grids matched than ``limit``."""
     crs = PageOptions(basemap=Basemap(basemap or settings.basemap)).crs
     if code is not None:
-        body = grid_by_code(snap, code, crs)
+        body = await heavy.run(grid_by_code, snap, code, crs)
     else:
         box = parse_bbox(bbox)
         if box is None:
             raise bad_request("give bbox=minlon,minlat,maxlon,maxlat or code", "bbox")
-        body = grids_in_view(snap, box, crs, limit)
+        body = await heavy.run(grids_in_view, snap, box, crs, limit)
     # Static maps written by `geo-service maps build` load this from file:// or another host.
     return GeoJSONResponse(body, headers={"Access-Control-Allow-Origin": "*"})

@@ -24,7 +24,7 @@ from geo_service.core.schema import SCHEMAS, SERVICES, LayerName
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.render.navigation import nav_links
-from geo_service.web.deps import SettingsDep, SnapshotDep
+from geo_service.web.deps import HeavyDep, SettingsDep, SnapshotDep
 
 TEMPLATES = Jinja2Templates(
     directory=FsPath(__file__).resolve().parents[2] / "render" / "templates"
@@ -127,8 +127,12 @@ async def stall_page(
 
 
 @router.get("/find", response_class=HTMLResponse)
-async def find_page(request: Request, snap: SnapshotDep) -> Response:
+async def find_page(request: Request, snap: SnapshotDep, heavy: HeavyDep) -> Response:
     """Nearest stalls to the phone's location, a tapped map point, or a picked community."""
+    return await heavy.run(_find_response, request, snap)
+
+
+def _find_response(request: Request, snap: Snapshot) -> Response:
     minx, miny, maxx, maxy = snap.bounds
     communities = facilities.community_points(snap)
     groups = [

@@ -27,7 +27,7 @@ from geo_service.core.settings import Settings
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.core.versions import etag
 from geo_service.render import qr
-from geo_service.web.deps import BBoxDep, PageDep, PointDep, SettingsDep, SnapshotDep
+from geo_service.web.deps import BBoxDep, HeavyDep, PageDep, PointDep, SettingsDep, SnapshotDep
 from geo_service.web.errors import bad_request, not_found
 from geo_service.web.geojson import collection, feature, geometries_json
 from geo_service.web.models import (
@@ -275,6 +275,7 @@ def add_qr_route(router: APIRouter, kind: str) -> None:
         code: Annotated[str, Path(examples=[STALLS.example_code])],
         snap: SnapshotDep,
         settings: SettingsDep,
+        heavy: HeavyDep,
         scale: Annotated[int, Query(ge=1, le=40, description="Pixels per module")] = (
             qr.PNG_SCALE if kind == "png" else qr.SVG_SCALE
         ),
@@ -282,7 +283,10 @@ def add_qr_route(router: APIRouter, kind: str) -> None:
         i = layer_code(snap, snap.stalls, code)
         rec = snap.stalls.records[i]
         url = qr.page_url(settings.public_base_url, rec["code"])
-        body = qr.svg_bytes(url, rec["name"], scale) if kind == "svg" else qr.png_bytes(url, scale)
+        if kind == "svg":
+            body = await heavy.run(qr.svg_bytes, url, rec["name"], scale)
+        else:
+            body = await heavy.run(qr.png_bytes, url, scale)
         return Response(body, media_type=QR_MEDIA[kind], headers={"Cache-Control": QR_CACHE})
 
     router.add_api_route(
