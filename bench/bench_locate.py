@@ -420,18 +420,32 @@ def free_port() -> int:
 class Server:
     """A uvicorn server with 2 workers in its own process group, stopped on exit."""
 
-    def __init__(self, app: str, data_dir: Path, log: Path) -> None:
+    def __init__(
+        self,
+        app: str | None,
+        data_dir: Path,
+        log: Path,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``app``: a uvicorn factory started with ``UVICORN_FLAGS``; or ``argv``, a whole command
+        in which ``{port}`` is replaced (e.g. the shipped ``geo-service serve``)."""
         self.port = free_port()
-        self.argv = [
-            sys.executable, "-m", "uvicorn", "--factory", app,
-            "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS,
-        ]  # fmt: skip
+        if argv is not None:
+            self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        else:
+            assert app is not None
+            self.argv = [
+                sys.executable, "-m", "uvicorn", "--factory", app,
+                "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS,
+            ]  # fmt: skip
         self.data_dir = data_dir
         self.log = log
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "GEO_SERVICE_DATA_DIR": str(self.data_dir)}
+        env = {**os.environ, "GEO_SERVICE_DATA_DIR": str(self.data_dir), **self.extra_env}
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -10,7 +10,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from starlette.middleware.gzip import GZipMiddleware
 
 from geo_service import __version__
 from geo_service.core.settings import Settings
@@ -18,6 +17,7 @@ from geo_service.core.snapshot import SnapshotStore
 from geo_service.domain.auth import KeyVerifier
 from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
+from geo_service.web.compression import GZip
 from geo_service.web.errors import install_error_handlers
 from geo_service.web.offload import HeavyPool
 from geo_service.web.pagecache import PageCache
@@ -74,7 +74,7 @@ def create_app(
     app.state.backend_name = rt.backend.name
     app.state.reloader = rt.reloader
     app.state.keys = KeyVerifier(rt.backend.get_key)
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(GZip, minimum_size=2048)
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.
     app.include_router(grids.router)
