@@ -60,11 +60,11 @@ class PolygonIndex:
 
     def locate_point(self, lon: float, lat: float) -> int:
         """``locate`` of one point without the array set-up (the GET endpoint's hot path)."""
-        cand = self.tree.query(shapely.Point(lon, lat))
+        cand = self.tree.query(shapely.points(lon, lat))
         if len(cand) == 0:
             return NOTHING
-        hits = cand[shapely.intersects_xy(self.geoms[cand], lon, lat)]
-        return int(hits.min()) if len(hits) else NOTHING
+        hits = cand[shapely.intersects_xy(self.geoms[cand], lon, lat)].tolist()
+        return min(hits) if hits else NOTHING  # smallest index = smallest code
 
     def nearest_point(self, lon: float, lat: float) -> tuple[int, float]:
         """``nearest`` of one point, same ranking and distance, without the array set-up."""

@@ -112,6 +112,9 @@ def get_if_match(
 IfMatchDep = Annotated[IfMatch | None, Depends(get_if_match)]
 
 
+SAME_AS_WGS84 = frozenset({PointCRS.wgs84, PointCRS.cgcs2000})  # within a metre: crs.py
+
+
 @dataclass(frozen=True)
 class QueryPoint:
     lon: float
@@ -122,6 +125,8 @@ class QueryPoint:
 
     @classmethod
     def make(cls, lon: float, lat: float, crs: PointCRS) -> QueryPoint:
+        if crs in SAME_AS_WGS84:  # the common case, without the numpy round trip
+            return cls(lon, lat, crs, lon, lat)
         x, y = to_wgs84(lon, lat, crs)
         return cls(lon, lat, crs, float(x), float(y))
 
