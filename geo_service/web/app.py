@@ -20,6 +20,7 @@ from geo_service.storage.base import Backend
 from geo_service.web.compression import GZip
 from geo_service.web.errors import install_error_handlers
 from geo_service.web.offload import HeavyPool
+from geo_service.web.openapi import install_openapi
 from geo_service.web.pagecache import PageCache
 from geo_service.web.responses import JSONResponse
 from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
@@ -85,4 +86,5 @@ def create_app(
     app.include_router(maps.router)
     app.include_router(edits.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_openapi(app)
     return app

@@ -127,8 +127,17 @@ class QueryPoint:
     def make(cls, lon: float, lat: float, crs: PointCRS) -> QueryPoint:
         if crs in SAME_AS_WGS84:  # the common case, without the numpy round trip
             return cls(lon, lat, crs, lon, lat)
-        x, y = to_wgs84(lon, lat, crs)
-        return cls(lon, lat, crs, float(x), float(y))
+        wx, wy = to_wgs84(lon, lat, crs)
+        x, y = float(wx), float(wy)
+        # BD-09 shifts every point by about 0.0065°, so near ±180° / ±90° it names no WGS84
+        # point at all (nothing converts to it); distances to it would come out as NaN.
+        if not (-180.0 <= x <= 180.0 and -90.0 <= y <= 90.0):
+            raise bad_request(
+                f"no WGS84 point has these {crs.value} coordinates (they convert to "
+                f"{x:.7f}, {y:.7f})",
+                "lon" if not -180.0 <= x <= 180.0 else "lat",
+            )
+        return cls(lon, lat, crs, x, y)
 
     def echo(self) -> dict[str, Any]:
         return {

@@ -99,6 +99,15 @@ class FeatureCollection(BaseModel):
     links: list[Link] = []
 
 
+class MapGrids(BaseModel):
+    """Grids in a map's view, in the basemap's CRS (not WGS84 on amap)."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    numberMatched: int = Field(description="Grids in the box (or 1/0 for a code)")
+    truncated: bool = Field(description="More grids matched than `limit`")
+
+
 class LayerMeta(BaseModel):
     features: int
     title: str
@@ -118,6 +127,43 @@ class Meta(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ErrorItem(BaseModel):
+    """One thing wrong with the request, named by the field (or row) it is about."""
+
+    model_config = ConfigDict(extra="allow")
+
+    field: str = Field(description="Parameter, body field or layer field the message is about")
+    message: str
+    row: int | None = Field(None, description="Row of an uploaded or stored file, when known")
+    code: str | None = Field(None, description="Code of the feature the problem is in")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer (``web/errors.py``); some carry more keys (a 409 holds
+    ``current_version`` and ``current``, a refused upload its ``report``)."""
+
+    model_config = ConfigDict(extra="allow", title="ErrorBody")
+
+    detail: str = Field(description="What is wrong, in one line")
+    errors: list[ErrorItem] = Field(description="Each problem by field; may be empty")
+
+
+class ConflictBody(ErrorBody):
+    """409: the code exists already, or If-Match names an older version (then with the
+    current feature, to re-apply the change without a GET)."""
+
+    current_version: int | None = Field(None, description="Version now stored (stale If-Match)")
+    current: dict[str, Any] | None = Field(None, description="The feature now stored (GeoJSON)")
+
+
+class RejectedUpload(ErrorBody):
+    """422 of a layer upload: nothing replaced; the validation report when the file was read."""
+
+    report: dict[str, Any] | None = Field(
+        None, description="The validation report, as `geo-service validate`"
+    )
 
 
 CRS_OF_BODY = "CRS of lon/lat: wgs84 (default), cgcs2000, gcj02 (Amap, WeChat), bd09 (Baidu)"
@@ -216,6 +262,9 @@ class FacilityBase(BaseModel):
     grid_code: str | None = Field(None, description="Grid the facility belongs to")
     lon: float = Field(description="WGS84 longitude")
     lat: float = Field(description="WGS84 latitude")
+    version: int | None = Field(
+        None, description='Bumped by every change; the ETag is W/"<version>"'
+    )
 
 
 class Stall(FacilityBase):

@@ -44,7 +44,7 @@ class HeavyPool:
         self.limit = threads + queue
         self.retry_after_s = retry_after_s
         self.pending = 0  # touched only on the event loop thread
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="geo-heavy")
+        self._executor: ThreadPoolExecutor | None = None  # made on first use, again after close
         sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -55,6 +55,8 @@ class HeavyPool:
         if self.pending >= self.limit:
             raise Busy(self.retry_after_s)
         loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="geo-heavy")
         self.pending += 1
         job = self._executor.submit(functools.partial(fn, *args, **kwargs))
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
@@ -64,4 +66,7 @@ class HeavyPool:
         self.pending -= 1
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads (at the app's shutdown); a later ``run`` starts new ones."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -28,7 +28,7 @@ from geo_service.core.snapshot import Snapshot
 from geo_service.web.deps import HeavyDep, PointDep, QueryPoint, SettingsDep, SnapshotDep
 from geo_service.web.errors import bad_request
 from geo_service.web.geojson import collection, feature, geometries_json
-from geo_service.web.models import FeatureCollection
+from geo_service.web.models import Feature, FeatureCollection
 from geo_service.web.params import (
     ACTIVE_HELP,
     PRESET_HELP,
@@ -101,6 +101,27 @@ class CoverageResponse(BaseModel):
     units: list[UnitFigures]
 
 
+class GapProperties(BaseModel):
+    area_m2: float = Field(description="Area of the uncovered part, m²")
+    population: float = Field(description="Uncovered share of the population of its grids")
+    grids: int = Field(description="Grids the part touches")
+
+
+class Gap(Feature):
+    properties: GapProperties  # type: ignore[assignment]
+
+
+class GapsResponse(FeatureCollection):
+    features: list[Gap]  # type: ignore[assignment]
+    layer: str
+    radius_m: float
+    service: str | None
+    active_only: bool
+    facilities: int = Field(description="Facilities that provide coverage")
+    crs: str = Field(description="Metric CRS the areas were measured in")
+    overall: Figures
+
+
 class WithinFacility(BaseModel):
     code: str
     name: str
@@ -111,6 +132,7 @@ class CheckResponse(BaseModel):
     point: dict[str, Any]
     layer: str
     radius_m: float
+    service: str | None
     covered: bool
     grid_code: str | None = Field(description="Grid containing the point, if any")
     within: list[WithinFacility]
@@ -231,7 +253,7 @@ def coverage_body(q: CoverageQuery, snap: Snapshot, by: Level) -> dict[str, Any]
 
 @router.get(
     "/gaps",
-    response_model=FeatureCollection,
+    response_model=GapsResponse,
     response_class=GeoJSONResponse,
     summary="Uncovered areas, with the population living in them",
 )

@@ -44,7 +44,15 @@ from geo_service.web.deps import (
 )
 from geo_service.web.errors import ApiError, bad_request
 from geo_service.web.geojson import grid_feature
-from geo_service.web.models import AuditPage, ReplaceResponse, edit_body
+from geo_service.web.models import (
+    AuditPage,
+    ConflictBody,
+    Feature,
+    RejectedUpload,
+    ReplaceResponse,
+    edit_body,
+)
+from geo_service.web.openapi import ETAG_HEADER
 from geo_service.web.params import GRID_CODE
 from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
@@ -54,7 +62,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No key, or an unknown or revoked key; nothing changed"},
     403: {"description": "The key does not allow this change; nothing changed"},
     404: {"description": "No such feature"},
-    409: {"description": "If-Match names an older version (or the code exists); nothing changed"},
+    409: {
+        "description": "If-Match names an older version (or the code exists); nothing changed",
+        "model": ConflictBody,
+    },
     422: {"description": "The values break the layer's schema; nothing changed"},
     428: {"description": "If-Match is missing"},
 }
@@ -158,14 +169,16 @@ def _point_routes(layer: LayerName, prefix: str) -> None:
          f"Retire a {title} (status becomes retired; the record and its history stay)", None),
     ]  # fmt: skip
     for path, endpoint, method, summary, description in routes:
+        status = 201 if method == "POST" else 200
         router.add_api_route(
             path,
             endpoint,
             methods=[method],
-            status_code=201 if method == "POST" else 200,
+            status_code=status,
             summary=summary,
             description=description,
-            responses=ERRORS,
+            responses={**ERRORS, status: ETAG_HEADER},
+            response_model=Feature,
             response_class=GeoJSONResponse,
         )
 
@@ -179,7 +192,8 @@ GridChange = edit_body(LayerName.grids, create=False)
 @router.patch(
     "/api/v1/grids/{code}",
     summary="Reassign a grid's officer or change its attributes (admin)",
-    responses=ERRORS,
+    responses={**ERRORS, 200: ETAG_HEADER},
+    response_model=Feature,
     response_class=GeoJSONResponse,
 )
 def update_grid(
@@ -205,7 +219,10 @@ def update_grid(
     summary="Replace a whole layer from an uploaded file (admin)",
     responses={
         **ERRORS,
-        422: {"description": "The file has errors: nothing replaced; the body holds the report"},
+        422: {
+            "description": "The file has errors: nothing replaced; the body holds the report",
+            "model": RejectedUpload,
+        },
     },
     openapi_extra={
         "requestBody": {

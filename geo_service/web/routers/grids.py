@@ -33,6 +33,7 @@ from geo_service.web.models import (
     FeatureCollection,
     LocateResponse,
 )
+from geo_service.web.openapi import ETAG_HEADER
 from geo_service.web.params import GRID_CODE
 from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
@@ -105,6 +106,7 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
     response_model=FeatureCollection,
     response_class=GeoJSONResponse,
     summary="Grids in a box or administrative unit, paged",
+    responses={404: {"description": "Unknown district, street or community code"}},
 )
 async def list_grids(
     request: Request,
@@ -158,6 +160,7 @@ def grid_page(
     response_model=Feature,
     response_class=GeoJSONResponse,
     summary="One grid as a GeoJSON Feature",
+    responses={200: ETAG_HEADER},
 )
 async def get_grid(code: Annotated[str, GRID_CODE], snap: SnapshotDep) -> GeoJSONResponse:
     """Geometry, GRID properties, and counts of stalls and vendor clusters inside."""

@@ -24,6 +24,7 @@ from geo_service.render.maps.page import PageOptions, render_html
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
 from geo_service.web.deps import CRS_HELP, HeavyDep, SettingsDep, SnapshotDep, parse_bbox
 from geo_service.web.errors import bad_request, not_found
+from geo_service.web.models import MapGrids
 from geo_service.web.pagecache import PageCache
 from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
 from geo_service.web.responses import GeoJSONResponse
@@ -173,6 +174,7 @@ async def coverage(
 
 @router.get(
     "/data/grids",
+    response_model=MapGrids,
     response_class=GeoJSONResponse,
     summary="Grids in view, in the map page's coordinate system",
 )

@@ -36,6 +36,7 @@ from geo_service.web.models import (
     NearestStallsResponse,
     NearestVendorClustersResponse,
 )
+from geo_service.web.openapi import ETAG_HEADER
 from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
 WALK_METHOD = (
@@ -224,6 +225,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         response_class=GeoJSONResponse,
         tags=[spec.tag],
         summary=f"One {spec.noun} as a GeoJSON Feature",
+        responses={200: ETAG_HEADER},
     )
     async def by_code(
         code: Annotated[str, Path(description="Electronic number", examples=[spec.example_code])],
@@ -265,6 +267,7 @@ VENDOR_CLUSTERS = FacilityEndpoints(
 )
 
 QR_MEDIA = {"svg": "image/svg+xml", "png": "image/png"}
+QR_SCHEMA = {"svg": {"type": "string"}, "png": {"type": "string", "format": "binary"}}
 QR_CACHE = "public, max-age=86400"
 
 
@@ -299,7 +302,7 @@ def add_qr_route(router: APIRouter, kind: str) -> None:
         description="Encodes `{public_base_url}/s/{code}` (error correction M), the page the "
         "sign opens.",
         response_class=Response,
-        responses={200: {"content": {QR_MEDIA[kind]: {}}}},
+        responses={200: {"content": {QR_MEDIA[kind]: {"schema": QR_SCHEMA[kind]}}}},
     )
 
 
