@@ -22,6 +22,7 @@ from geo_service.web.deps import (
 )
 from geo_service.web.errors import bad_request, not_found
 from geo_service.web.geojson import collection, feature, geometries_json, grid_feature
+from geo_service.web.links import public_url
 from geo_service.web.models import (
     BulkLocateRequest,
     BulkLocateResponse,
@@ -105,6 +106,7 @@ async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep
 async def list_grids(
     request: Request,
     snap: SnapshotDep,
+    settings: SettingsDep,
     page: PageDep,
     bbox: BBoxDep,
     district: Annotated[str | None, Query(description="6-digit district code")] = None,
@@ -132,7 +134,11 @@ async def list_grids(
     geoms = geometries_json(frame.geometry.to_numpy()[rows])
     props = snap.grids.properties
     feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(rows, geoms, strict=True)]
-    return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
+    return GeoJSONResponse(
+        collection(
+            feats, len(hits), public_url(request, settings.public_base_url), page.offset, page.limit
+        )
+    )
 
 
 @router.get(

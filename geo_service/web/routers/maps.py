@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -27,8 +28,10 @@ from geo_service.render.maps.page import PageOptions, render_html
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
 from geo_service.web.deps import CRS_HELP, SettingsDep, SnapshotDep, parse_bbox
 from geo_service.web.errors import bad_request, not_found
+from geo_service.web.links import relative_query
 from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
 from geo_service.web.responses import GeoJSONResponse
+from geo_service.web.security import map_policy
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 
@@ -38,19 +41,32 @@ BASEMAP_HELP = (
 )
 BasemapQuery = Annotated[Basemap | None, Query(description=BASEMAP_HELP)]
 
+
+@dataclass(frozen=True)
+class MapPage:
+    """A built page and its CSP (hashes of its inline scripts, computed once per build)."""
+
+    html: str
+    csp: str
+
+    @classmethod
+    def of(cls, html: str) -> MapPage:
+        return cls(html, map_policy(html))
+
+
 # Built pages per snapshot: a reload swaps the snapshot, and its pages go with it.
-_pages: weakref.WeakKeyDictionary[Snapshot, dict[tuple[str, ...], str]] = (
+_pages: weakref.WeakKeyDictionary[Snapshot, dict[tuple[str, ...], MapPage]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
 MAX_CACHED_PAGES = 64
 
 
-def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> str:
+def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> MapPage:
     with _lock:
         page = _pages.get(snap, {}).get(key)
     if page is None:
-        page = build()
+        page = MapPage.of(build())
         with _lock:
             pages = _pages.setdefault(snap, {})
             if len(pages) >= MAX_CACHED_PAGES:
@@ -62,9 +78,10 @@ def _cached(snap: Snapshot, key: tuple[str, ...], build: Callable[[], str]) -> s
 def _options(request: Request, settings: Settings, basemap: Basemap | None) -> PageOptions:
     chosen = Basemap(basemap or settings.basemap)
     check_available(chosen, settings.tianditu_key)
-    # Relative links ("?..."): the cached page does not depend on the host it was asked on.
+    # Relative links ("?...", declared parameters only): the cached page depends neither on the
+    # host it was asked on nor on stray parameters.
     variants = {
-        b: "?" + str(request.url.include_query_params(basemap=b.value).query)
+        b: relative_query(request, {"basemap": b.value})
         for b in available(settings.tianditu_key)
         if b is not chosen
     }
@@ -83,8 +100,10 @@ def _page_key(kind: str, options: PageOptions, *parts: str) -> tuple[str, ...]:
     return (kind, *parts, options.basemap.value, options.tianditu_key or "", *links)
 
 
-def _html(page: str) -> HTMLResponse:
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+def _html(page: MapPage) -> HTMLResponse:
+    return HTMLResponse(
+        page.html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": page.csp}
+    )
 
 
 @router.get("/overview", response_class=HTMLResponse, summary="The whole city")
