@@ -201,7 +201,7 @@ def viewport_fetch(browser: Browser, base: str, snap: Snapshot) -> tuple[float, 
         " window.__ms = performance.now() - window.__t0; }, 0));"
         f" GeoMaps.map.setView([{lat}, {lon}], {MIN_ZOOM}); }}"
     )
-    page.wait_for_function("window.__ms !== undefined", timeout=30_000)
+    page.wait_for_function("() => window.__ms !== undefined", timeout=30_000)  # no eval under CSP
     seconds = float(page.evaluate("window.__ms")) / 1000.0
     n = int(page.evaluate("GeoMaps.count('grids')"))
     ctx.close()

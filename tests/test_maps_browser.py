@@ -119,6 +119,8 @@ class Opened:
 
 
 def open_map(browser: Browser, url: str, **context: Any) -> Opened:
+    """Open ``url``. Pages run under their CSP (no 'unsafe-eval'): predicates given to
+    ``wait_for_function`` are functions (``"() => ..."``), which Playwright does not eval."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, **context)
     page = ctx.new_page()
     watch = Watch()
@@ -129,7 +131,7 @@ def open_map(browser: Browser, url: str, **context: Any) -> Opened:
     page.route("**/*", watch.route)
     t0 = time.perf_counter()
     page.goto(url, wait_until="load")
-    page.wait_for_function("window.GeoMaps && GeoMaps.map !== null", timeout=20_000)
+    page.wait_for_function("() => window.GeoMaps && GeoMaps.map !== null", timeout=20_000)
     seconds = time.perf_counter() - t0
     page.wait_for_timeout(300)  # let tiles and deferred marker chunks settle
     return Opened(page, watch, seconds)
@@ -218,7 +220,7 @@ def test_locate_me_on_amap_lands_on_the_gcj02_position(browser: Browser, base_ur
         "e => { window.__loc = [e.latlng.lat, e.latlng.lng]; }); }"
     )
     page.locator(".leaflet-control-locate a").click()
-    page.wait_for_function("window.__loc !== undefined", timeout=10_000)
+    page.wait_for_function("() => window.__loc !== undefined", timeout=10_000)
     lat, lon = page.evaluate("window.__loc")
     ref = prcoords.wgs_gcj((here["latitude"], here["longitude"]))
     assert abs(lat - ref.lat) < 1e-8 and abs(lon - ref.lon) < 1e-8
@@ -250,7 +252,7 @@ def test_search_finds_stalls_and_grids(browser: Browser, base_url: str, artifact
     box.fill("XLP-000000-00")
     box.press("Enter")
     page.wait_for_function(
-        "document.querySelector('.gm-search-msg').textContent.includes('未找到')"
+        "() => document.querySelector('.gm-search-msg').textContent.includes('未找到')"
     )
     opened.watch.check()
     shot(opened, artifacts, "overview-search")
@@ -345,7 +347,7 @@ def test_large_city_loads_grids_in_view(
         c = next(iter(grids.values())).centroid
         centre = prcoords.wgs_gcj((c.y, c.x)) if basemap == "amap" else prcoords.Coords(c.y, c.x)
         page.evaluate(f"() => {{ GeoMaps.map.setView([{centre.lat}, {centre.lon}], 17); }}")
-        page.wait_for_function("GeoMaps.count('grids') > 0", timeout=10_000)
+        page.wait_for_function("() => GeoMaps.count('grids') > 0", timeout=10_000)
         b = page.evaluate(
             "(() => { const b = GeoMaps.map.getBounds();"
             " return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()"

@@ -24,6 +24,7 @@ from geo_service.web.openapi import install_openapi
 from geo_service.web.pagecache import PageCache
 from geo_service.web.responses import JSONResponse
 from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
+from geo_service.web.security import SecurityHeadersMiddleware
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "render" / "static"
@@ -35,6 +36,15 @@ Every endpoint that takes a point accepts `crs` = `wgs84` (default), `cgcs2000`,
 (Amap/Tencent/WeChat) or `bd09` (Baidu). Responses are WGS84, `[lon, lat]`; distances in
 metres, areas in square metres.
 """
+
+
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+
+
+def _docs_paths(app: FastAPI) -> list[str]:
+    """FastAPI's own HTML pages with inline scripts (hashed into their CSP as they are sent)."""
+    return [DOCS_URL, REDOC_URL, app.swagger_ui_oauth2_redirect_url or ""]
 
 
 def create_app(
@@ -59,6 +69,8 @@ def create_app(
             rt.close()
 
     app = FastAPIOffline(
+        docs_url=DOCS_URL,
+        redoc_url=REDOC_URL,
         title="geo_service",
         version=__version__,
         description=DESCRIPTION,
@@ -75,6 +87,8 @@ def create_app(
     app.state.backend_name = rt.backend.name
     app.state.reloader = rt.reloader
     app.state.keys = KeyVerifier(rt.backend.get_key)
+    # Added first, so it runs inside GZip and sees (and may hash) uncompressed pages.
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths=_docs_paths(app))
     app.add_middleware(GZip, minimum_size=2048)
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.

@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import shapely
-from starlette.datastructures import URL
 
 from geo_service.core.snapshot import Snapshot
+from geo_service.web.links import PublicURL
 
 
 def geometries_json(geoms: npt.NDArray[np.object_]) -> list[orjson.Fragment]:
@@ -28,17 +28,18 @@ def feature(fid: str, geometry: Any, properties: dict[str, Any]) -> dict[str, An
 def collection(
     features: list[dict[str, Any]],
     matched: int,
-    url: URL | None = None,
+    url: PublicURL | None = None,
     offset: int = 0,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """A FeatureCollection with OGC API Features paging fields."""
+    """A FeatureCollection with OGC API Features paging fields; ``url`` is this page on the
+    public base (``web.links.public_url``), so the links never carry the client's ``Host``."""
     nxt = None
     links = []
     if url is not None:
         links.append({"rel": "self", "href": str(url), "type": "application/geo+json"})
         if limit is not None and offset + len(features) < matched:
-            nxt = str(url.include_query_params(offset=offset + len(features), limit=limit))
+            nxt = url.with_params(offset=offset + len(features), limit=limit)
             links.append({"rel": "next", "href": nxt, "type": "application/geo+json"})
     return {
         "type": "FeatureCollection",

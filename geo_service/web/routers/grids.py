@@ -26,6 +26,7 @@ from geo_service.web.deps import (
 )
 from geo_service.web.errors import bad_request, not_found
 from geo_service.web.geojson import collection, feature, geometries_json, grid_feature
+from geo_service.web.links import public_url
 from geo_service.web.models import (
     BulkLocateRequest,
     BulkLocateResponse,
@@ -112,6 +113,7 @@ async def list_grids(
     request: Request,
     snap: SnapshotDep,
     heavy: HeavyDep,
+    settings: SettingsDep,
     page: PageDep,
     bbox: BBoxDep,
     district: Annotated[str | None, Query(description="6-digit district code")] = None,
@@ -119,7 +121,11 @@ async def list_grids(
     community: Annotated[str | None, Query(description="12-digit community code")] = None,
 ) -> GeoJSONResponse:
     feats, hits = await heavy.run(grid_page, snap, page, bbox, (district, street, community))
-    return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
+    return GeoJSONResponse(
+        collection(
+            feats, len(hits), public_url(request, settings.public_base_url), page.offset, page.limit
+        )
+    )
 
 
 def grid_page(

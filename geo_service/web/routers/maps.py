@@ -6,6 +6,7 @@ or ``osm`` / ``tianditu`` (WGS84); the page links to its other-basemap variants.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -28,6 +29,7 @@ from geo_service.web.models import MapGrids
 from geo_service.web.pagecache import PageCache
 from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
 from geo_service.web.responses import GeoJSONResponse
+from geo_service.web.security import map_policy
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 
@@ -40,12 +42,24 @@ BasemapQuery = Annotated[Basemap | None, Query(description=BASEMAP_HELP)]
 Declared = dict[str, str]
 
 
-def get_pages(request: Request) -> PageCache[str]:
-    pages: PageCache[str] = request.app.state.pages
+def get_pages(request: Request) -> PageCache[MapPage]:
+    pages: PageCache[MapPage] = request.app.state.pages
     return pages
 
 
-PagesDep = Annotated[PageCache[str], Depends(get_pages)]
+@dataclass(frozen=True)
+class MapPage:
+    """A built page and its CSP (hashes of its inline scripts, computed once per build)."""
+
+    html: str
+    csp: str
+
+    @classmethod
+    def of(cls, html: str) -> MapPage:
+        return cls(html, map_policy(html))
+
+
+PagesDep = Annotated[PageCache[MapPage], Depends(get_pages)]
 
 
 def _options(settings: Settings, basemap: Basemap | None, declared: Declared) -> PageOptions:
@@ -53,7 +67,8 @@ def _options(settings: Settings, basemap: Basemap | None, declared: Declared) ->
     an undeclared one can neither reach the page nor its cache key."""
     chosen = Basemap(basemap or settings.basemap)
     check_available(chosen, settings.tianditu_key)
-    # Relative links ("?..."): the cached page does not depend on the host it was asked on.
+    # Relative links ("?...", declared parameters only): the cached page depends neither on the
+    # host it was asked on nor on stray parameters.
     variants = {
         b: "?" + urlencode({**declared, "basemap": b.value})
         for b in available(settings.tianditu_key)
@@ -79,8 +94,10 @@ def _page_key(kind: str, options: PageOptions, declared: Declared) -> tuple[str,
     )
 
 
-def _html(page: str) -> HTMLResponse:
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+def _html(page: MapPage) -> HTMLResponse:
+    return HTMLResponse(
+        page.html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": page.csp}
+    )
 
 
 @router.get("/overview", response_class=HTMLResponse, summary="The whole city")
@@ -91,7 +108,9 @@ async def overview(
     with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
     options = _options(settings, basemap, {})
     key = _page_key("overview", options, {})
-    page = await pages.get(snap, key, lambda: render_html(overview_map(snap, options), options))
+    page = await pages.get(
+        snap, key, lambda: MapPage.of(render_html(overview_map(snap, options), options))
+    )
     return _html(page)
 
 
@@ -112,8 +131,9 @@ async def grid(
     options = _options(settings, basemap, {})
     overview_href = f"/maps/overview?basemap={options.basemap.value}"
 
-    def build() -> str:
-        return render_html(grid_map(snap, code, options, overview_href=overview_href), options)
+    def build() -> MapPage:
+        html = render_html(grid_map(snap, code, options, overview_href=overview_href), options)
+        return MapPage.of(html)
 
     return _html(await pages.get(snap, _page_key("grid", options, {"code": code}), build))
 
@@ -155,7 +175,7 @@ async def coverage(
     options = _options(settings, basemap, declared)
     key = _page_key("coverage", options, declared)
 
-    def build() -> str:
+    def build() -> MapPage:
         m = coverage_map(
             snap,
             options,
@@ -167,7 +187,7 @@ async def coverage(
             lon,
             lat,
         )
-        return render_html(m, options)
+        return MapPage.of(render_html(m, options))
 
     return _html(await pages.get(snap, key, build))
 

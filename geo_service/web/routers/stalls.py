@@ -30,6 +30,7 @@ from geo_service.render import qr
 from geo_service.web.deps import BBoxDep, HeavyDep, PageDep, PointDep, SettingsDep, SnapshotDep
 from geo_service.web.errors import bad_request, not_found
 from geo_service.web.geojson import collection, feature, geometries_json
+from geo_service.web.links import public_url
 from geo_service.web.models import (
     Feature,
     FeatureCollection,
@@ -195,6 +196,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
     async def listing(
         request: Request,
         snap: SnapshotDep,
+        settings: SettingsDep,
         page: PageDep,
         bbox: BBoxDep,
         at: AtDep,
@@ -217,7 +219,15 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         for i, g in zip(rows, geoms, strict=True):
             props = facilities.describe(layer, int(i), at)
             feats.append(feature(props["code"], g, props))
-        return GeoJSONResponse(collection(feats, len(hits), request.url, page.offset, page.limit))
+        return GeoJSONResponse(
+            collection(
+                feats,
+                len(hits),
+                public_url(request, settings.public_base_url),
+                page.offset,
+                page.limit,
+            )
+        )
 
     @router.get(
         spec.prefix + "/{code}",

@@ -11,6 +11,8 @@
   function say(text, bad) { where.textContent = text; where.className = bad ? "where bad" : "where"; }
   function gcj(lon, lat, crs) { return crs === "gcj02" ? [lon, lat] : window.wgs84ToGcj02(lon, lat); }
   function distText(m) { return m < 1000 ? Math.round(m) + " 米" : (m / 1000).toFixed(1) + " 公里"; }
+  // Every user-provided string goes in as text (textContent / a text element), never as HTML:
+  // Leaflet reads a string tooltip as HTML, so tooltips get an element too.
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -96,7 +98,7 @@
       var g = gcj(r.stall.lon, r.stall.lat, "wgs84"), ll = [g[1], g[0]];
       pts.push(ll);
       L.circleMarker(ll, { radius: i === 0 ? 9 : 6, color: "#1565c0", weight: 2, fillOpacity: 0.7 })
-        .bindTooltip(r.stall.name).addTo(marks);
+        .bindTooltip(el("span", "", r.stall.name)).addTo(marks);
     });
     map.fitBounds(pts, { padding: [20, 20], maxZoom: 16 });
   }

@@ -1,6 +1,8 @@
 /* The small map on a stall's page. The page is complete without it (no Leaflet, no tiles). */
 (function () {
   "use strict";
+  // Leaflet reads a string tooltip as HTML: names are user text, so give it a text node.
+  function text(s) { var e = document.createElement("span"); e.textContent = s; return e; }
   var el = document.getElementById("map"), data = document.getElementById("map-data");
   if (!el || !data || !window.L) return;
   var d = JSON.parse(data.textContent);
@@ -13,9 +15,9 @@
     var p = [o.gcj[1], o.gcj[0]];
     pts.push(p);
     L.circleMarker(p, { radius: 6, color: "#667", weight: 2, fillOpacity: 0.6 })
-      .bindTooltip(o.name).addTo(map);
+      .bindTooltip(text(o.name)).addTo(map);
   });
   L.circleMarker(here, { radius: 9, color: "#1565c0", weight: 3, fillColor: "#42a5f5", fillOpacity: 0.9 })
-    .bindTooltip(d.stall.name, { permanent: false }).addTo(map);
+    .bindTooltip(text(d.stall.name), { permanent: false }).addTo(map);
   if (pts.length > 1) map.fitBounds(pts, { padding: [24, 24], maxZoom: 16 });
 })();
