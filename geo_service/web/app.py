@@ -19,6 +19,8 @@ from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
 from geo_service.web.compression import GZipMiddleware
 from geo_service.web.errors import install_error_handlers
+from geo_service.web.limits import BodyLimitMiddleware, body_caps
+from geo_service.web.ratelimit import RateLimitMiddleware
 from geo_service.web.responses import JSONResponse
 from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
 
@@ -68,7 +70,18 @@ def create_app(
     app.state.backend_name = rt.backend.name
     app.state.reloader = rt.reloader
     app.state.keys = KeyVerifier(rt.backend.get_key)
+    # The last added runs first: refuse a client over its rate, then a body over its cap.
     app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(
+        BodyLimitMiddleware, caps=body_caps(settings), default_limit=settings.max_body_bytes
+    )
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limit=settings.rate_limit,
+            storage=settings.rate_limit_storage,
+            exempt=tuple(settings.rate_limit_exempt),
+        )
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.
     app.include_router(grids.router)
