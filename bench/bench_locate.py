@@ -445,7 +445,13 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "GEO_SERVICE_DATA_DIR": str(self.data_dir), **self.extra_env}
+        # One load generator is one client: the rate limit would refuse most of its requests.
+        env = {
+            **os.environ,
+            "GEO_SERVICE_DATA_DIR": str(self.data_dir),
+            "GEO_SERVICE_RATE_LIMIT_ENABLED": "false",
+            **self.extra_env,
+        }
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -133,7 +133,9 @@ def live_service(data_dir: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, GEO_SERVICE_DATA_DIR=str(data_dir))
+    env = dict(
+        os.environ, GEO_SERVICE_DATA_DIR=str(data_dir), GEO_SERVICE_RATE_LIMIT_ENABLED="false"
+    )
     cmd = [sys.executable, "-m", "geo_service.cli.main", "serve", "--port", str(port)]
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

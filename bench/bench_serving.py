@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = city_dir(args.grids) if args.grids else DEFAULT_DATA
     snap = load_snapshot(Settings(data_dir=data_dir, database_url=None))
     lon, lat = random_points(snap, 5_000, seed=11)
-    paths = [f"/api/v1/grids/locate?lon={x!r}&lat={y!r}" for x, y in zip(lon.tolist(), lat.tolist(), strict=True)]
+    paths = [
+        f"/api/v1/grids/locate?lon={x!r}&lat={y!r}"
+        for x, y in zip(lon.tolist(), lat.tolist(), strict=True)
+    ]
     blon, blat = random_points(snap, args.bulk_points, seed=12)
     bulk = orjson.dumps({"points": np.column_stack([blon, blat]).round(6).tolist()})
     rows: list[list[str]] = []

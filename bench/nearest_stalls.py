@@ -7,6 +7,7 @@ Run: python -m bench.nearest_stalls   (appends its section to bench/RESULTS.md)
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import statistics
@@ -125,7 +126,7 @@ def http_latency(pts: np.ndarray) -> tuple[float, float]:
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "geo_service.web.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
+        cwd=ROOT, env={**os.environ, "GEO_SERVICE_RATE_LIMIT_ENABLED": "false"},  # one client
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"

@@ -28,6 +28,10 @@ from geo_service.storage.reloader import snapshot_of
 from geo_service.web.app import create_app
 from tests.backends import PgDatabases, copy_data, reset_postgis, seed_postgis
 
+# One client (TestClient, or 127.0.0.1) makes every request of a test run: only the tests of
+# rate limiting (tests/test_limits.py) turn it on.
+os.environ["GEO_SERVICE_RATE_LIMIT_ENABLED"] = "false"
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
 ARTIFACTS = REPO / "artifacts"

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -29,24 +30,44 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     """This environment without GEO_SERVICE_* settings, plus ``extra``; the worktree's code."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEO_SERVICE_")}
     env["PYTHONPATH"] = str(REPO)
+    env["GEO_SERVICE_RATE_LIMIT_ENABLED"] = "false"  # one client makes every request of a test
     env.update(extra)
     return env
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
 @contextmanager
-def service(env: dict[str, str], timeout_s: float = 60.0) -> Iterator[str]:
+def service(env: dict[str, str], timeout_s: float = 60.0, workers: int = 1) -> Iterator[str]:
     """Run ``geo_service`` under uvicorn; yields its base URL once /readyz answers."""
+    with server(env, timeout_s, workers) as srv:
+        yield srv.url
+
+
+@contextmanager
+def server(env: dict[str, str], timeout_s: float = 60.0, workers: int = 1) -> Iterator[Server]:
+    """``service`` with its port and process (uvicorn's supervisor when ``workers`` > 1)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "uvicorn", "geo_service.web.app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             cmd, cwd=REPO, env=child_env(env), stdout=subprocess.DEVNULL, stderr=log
         )
         try:
-            yield _ready(proc, log, f"http://127.0.0.1:{port}", timeout_s)
+            url = _ready(proc, log, f"http://127.0.0.1:{port}", timeout_s)
+            if workers > 1:
+                _workers_ready(proc, workers, timeout_s)
+            yield Server(url, port, proc)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -54,6 +75,50 @@ def service(env: dict[str, str], timeout_s: float = 60.0) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def worker_pids(proc: subprocess.Popen[bytes]) -> set[int]:
+    """The worker processes uvicorn's supervisor runs (Linux /proc)."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    pids = set()
+    for pid in map(int, children):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.add(pid)
+    return pids
+
+
+def established(pids: set[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to ``port`` each process holds (Linux /proc)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes[target[8:-1]] = pid
+    counts = dict.fromkeys(pids, 0)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            local_port = int(cols[1].rsplit(":", 1)[1], 16)
+            if local_port == port and cols[3] == "01" and cols[9] in inodes:
+                counts[inodes[cols[9]]] += 1
+    return counts
+
+
+def _workers_ready(proc: subprocess.Popen[bytes], workers: int, timeout_s: float) -> None:
+    """Every worker is up and serving (the first /readyz proved only one)."""
+    deadline = time.monotonic() + timeout_s
+    while len(worker_pids(proc)) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not start")
+        time.sleep(0.1)
 
 
 def _ready(proc: subprocess.Popen[bytes], log: IO[bytes], url: str, timeout_s: float) -> str:

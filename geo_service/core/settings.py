@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -48,5 +49,48 @@ class Settings(BaseSettings):
     heavy_queue: int = Field(
         16, ge=0, description="Heavy requests that may wait per worker; beyond that 503"
     )
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body of a route without its own cap"
+    )
+    max_edit_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest body of a single-feature create or change"
+    )
+    max_analysis_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest body of coverage what-if and optimize"
+    )
+    max_upload_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Largest layer file uploaded to replace a layer"
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=512, description="Deepest nesting of arrays/objects a JSON body may have"
+    )
+    rate_limit_enabled: bool = Field(True, description="Limit requests per client IP")
+    rate_limit: str = Field(
+        "600/minute", description="Requests per client IP, in limits' notation ('600/minute')"
+    )
+    rate_limit_storage: str = Field(
+        "shm://",
+        description="limits storage URI: shm:// (shared by the workers of this machine), "
+        "memory:// (per process), redis://…, memcached://…",
+    )
+    rate_limit_exempt: list[str] = Field(
+        ["/healthz", "/readyz", "/static/"],
+        description="Path prefixes never rate limited (probes, static assets)",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse(value)  # ValueError for anything limits cannot read
+        return value
+
     tianditu_key: str | None = Field(None, description="Tianditu tile key (tk)")
     basemap: str = Field("amap", description="Default basemap: amap, tianditu or osm")
+
+
+BULK_BYTES_PER_POINT = 64  # "[119.123456789012, 36.123456789012], " is 38; room for spaces
+
+
+def bulk_body_bytes(settings: Settings) -> int:
+    """The body cap of bulk locate, derived from its point limit (plus room for the rest)."""
+    return settings.max_bulk_points * BULK_BYTES_PER_POINT + 64 * 1024

@@ -19,9 +19,11 @@ from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
 from geo_service.web.compression import GZip
 from geo_service.web.errors import install_error_handlers
+from geo_service.web.limits import BodyLimitMiddleware, body_caps
 from geo_service.web.offload import HeavyPool
 from geo_service.web.openapi import install_openapi
 from geo_service.web.pagecache import PageCache
+from geo_service.web.ratelimit import RateLimitMiddleware
 from geo_service.web.responses import JSONResponse
 from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
 from geo_service.web.security import SecurityHeadersMiddleware
@@ -87,9 +89,20 @@ def create_app(
     app.state.backend_name = rt.backend.name
     app.state.reloader = rt.reloader
     app.state.keys = KeyVerifier(rt.backend.get_key)
-    # Added first, so it runs inside GZip and sees (and may hash) uncompressed pages.
+    # The last added runs first: refuse a client over its rate, then a body over its cap;
+    # security headers run inside GZip, so they see (and may hash) uncompressed pages.
     app.add_middleware(SecurityHeadersMiddleware, docs_paths=_docs_paths(app))
     app.add_middleware(GZip, minimum_size=2048)
+    app.add_middleware(
+        BodyLimitMiddleware, caps=body_caps(settings), default_limit=settings.max_body_bytes
+    )
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limit=settings.rate_limit,
+            storage=settings.rate_limit_storage,
+            exempt=tuple(settings.rate_limit_exempt),
+        )
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.
     app.include_router(grids.router)

@@ -68,16 +68,19 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+def error_response(exc: InputError) -> JSONResponse:
+    """The one JSON answer to an input error (also sent by the ASGI middlewares)."""
+    errors = [{"field": exc.field, "message": exc.message}] if exc.field else []
+    msg = f"{exc.field}: {exc.message}" if exc.field else exc.message
+    extra = exc.extra if isinstance(exc, ApiError) else {}
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    return JSONResponse({**_body(msg, errors), **extra}, status_code=exc.status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
-        errors = [{"field": exc.field, "message": exc.message}] if exc.field else []
-        msg = f"{exc.field}: {exc.message}" if exc.field else exc.message
-        extra = exc.extra if isinstance(exc, ApiError) else {}
-        headers = exc.headers if isinstance(exc, ApiError) else None
-        return JSONResponse(
-            {**_body(msg, errors), **extra}, status_code=exc.status, headers=headers
-        )
+        return error_response(exc)
 
     # Refused edits (nothing was changed): the core's reasons mapped to their HTTP status.
     @app.exception_handler(Forbidden)

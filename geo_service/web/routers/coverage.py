@@ -28,6 +28,7 @@ from geo_service.core.snapshot import Snapshot
 from geo_service.web.deps import HeavyDep, PointDep, QueryPoint, SettingsDep, SnapshotDep
 from geo_service.web.errors import bad_request
 from geo_service.web.geojson import collection, feature, geometries_json
+from geo_service.web.jsonbody import JSONBodyRoute
 from geo_service.web.models import Feature, FeatureCollection
 from geo_service.web.params import (
     ACTIVE_HELP,
@@ -41,7 +42,9 @@ from geo_service.web.params import (
 )
 from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
-router = APIRouter(prefix="/api/v1/coverage", tags=["coverage (planners)"])
+router = APIRouter(
+    prefix="/api/v1/coverage", tags=["coverage (planners)"], route_class=JSONBodyRoute
+)
 
 
 def figures(row: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from geo_service.core.crs import PointCRS
 from geo_service.core.layers import LayerFileError
@@ -36,6 +35,7 @@ from geo_service.storage.records import Record
 from geo_service.storage.reloader import Reloader
 from geo_service.web.deps import (
     BackendDep,
+    HeavyDep,
     IfMatchDep,
     PrincipalDep,
     ReloaderDep,
@@ -44,6 +44,7 @@ from geo_service.web.deps import (
 )
 from geo_service.web.errors import ApiError, bad_request
 from geo_service.web.geojson import grid_feature
+from geo_service.web.jsonbody import JSONBodyRoute
 from geo_service.web.models import (
     AuditPage,
     ConflictBody,
@@ -56,7 +57,7 @@ from geo_service.web.openapi import ETAG_HEADER
 from geo_service.web.params import GRID_CODE
 from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
-router = APIRouter(tags=["edits (officers, admins)"])
+router = APIRouter(tags=["edits (officers, admins)"], route_class=JSONBodyRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No key, or an unknown or revoked key; nothing changed"},
@@ -213,6 +214,19 @@ def update_grid(
     )
 
 
+async def save_body(request: Request, path: Path) -> tuple[int, str]:
+    """Stream the body to ``path`` chunk by chunk (its cap is checked as it arrives, see
+    ``web.limits``); its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as out:
+        async for chunk in request.stream():
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
 @router.put(
     "/api/v1/layers/{layer}",
     response_model=ReplaceResponse,
@@ -242,6 +256,7 @@ async def replace_layer(
     who: PrincipalDep,
     backend: BackendDep,
     reloader: ReloaderDep,
+    heavy: HeavyDep,
     format: Annotated[
         Literal["geojson", "gpkg", "csv", "zip"],
         Query(description="File format; zip = a zipped shapefile"),
@@ -256,26 +271,25 @@ async def replace_layer(
     report. Otherwise the layer is replaced in one step: unchanged features keep their version,
     changed ones get the next, and every added, changed or removed feature is audited."""
     check_admin(who, "replacing a layer")
-    data = await request.body()
-    if not data:
-        raise bad_request("the request body must be the file", "body")
-    source = f"upload {hashlib.sha256(data).hexdigest()[:16]} ({len(data)} bytes, {format})"
 
-    def check_and_store() -> tuple[Any, Any]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"upload{UPLOAD_SUFFIXES[format]}"
-            path.write_bytes(data)
-            try:
-                checked = validate_file(path, layer, crs)
-            except LayerFileError as exc:
-                raise bad_request(str(exc).replace(str(path), "upload"), "body") from None
+    def check_and_store(path: Path, source: str) -> tuple[Any, Any]:
+        try:
+            checked = validate_file(path, layer, crs)
+        except LayerFileError as exc:
+            raise bad_request(str(exc).replace(str(path), "upload"), "body") from None
         if not checked.ok:
             return checked, None
         result = editing.replace_layer(backend, checked, who, source)
         reloader.refresh()
         return checked, result
 
-    checked, result = await run_in_threadpool(check_and_store)
+    with tempfile.TemporaryDirectory(prefix="geo_service-upload-") as tmp:
+        path = Path(tmp) / f"upload{UPLOAD_SUFFIXES[format]}"
+        size, digest = await save_body(request, path)
+        if not size:
+            raise bad_request("the request body must be the file", "body")
+        source = f"upload {digest[:16]} ({size} bytes, {format})"
+        checked, result = await heavy.run(check_and_store, path, source)
     report = checked.to_dict()
     if result is None:
         problems = [

@@ -1,0 +1,182 @@
+"""What each layer must contain: fields, types, code patterns and geometry kinds.
+
+The schema is data, so import, validation and the PostGIS backend read the same definition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from geo_service.core.hours import check as check_hours
+
+
+class LayerName(StrEnum):
+    grids = "grids"
+    stalls = "stalls"
+    vendor_clusters = "vendor_clusters"
+
+
+class FieldType(StrEnum):
+    text = "text"
+    integer = "integer"
+    number = "number"
+    text_list = "text_list"  # stored as "a;b;c" in flat formats, a list in memory
+
+
+# A field check returns an error message, or None when the value is fine.
+FieldCheck = Callable[[object], str | None]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType = FieldType.text
+    required: bool = True
+    pattern: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    checks: tuple[FieldCheck, ...] = ()
+    # "warning": a failed check keeps the row (reported, not rejected). Used where hiding the
+    # feature would hurt more than the bad value, e.g. a stall whose hours cannot be read.
+    check_action: Literal["rejected", "warning"] = "rejected"
+
+    def regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.pattern) if self.pattern else None
+
+
+@dataclass(frozen=True)
+class LayerSchema:
+    name: LayerName
+    geometry: str  # "polygon" or "point"
+    fields: tuple[Field, ...]
+    title: str
+    extra_fields: tuple[str, ...] = field(default=())
+
+    @property
+    def code_field(self) -> Field:
+        return self.fields[0]
+
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+class PointLayerName(StrEnum):
+    """The facility layers (points) that residents look up and planners measure coverage of."""
+
+    stalls = "stalls"
+    vendor_clusters = "vendor_clusters"
+
+
+class Service(StrEnum):
+    """The 小三修 trades a repair stall offers."""
+
+    shoe = "修鞋"
+    bike = "修车"
+    lock = "修锁配钥匙"
+
+
+class Status(StrEnum):
+    active = "active"
+    suspended = "suspended"
+    relocated = "relocated"
+    retired = "retired"
+
+
+class ClusterKind(StrEnum):
+    morning_market = "早市"
+    night_market = "夜市"
+    convenience_market = "便民市场"
+    farmers_market = "农贸集市"
+    snack_street = "小吃街"
+
+
+SERVICES = tuple(s.value for s in Service)
+STALL_STATUSES = tuple(s.value for s in Status)
+CLUSTER_KINDS = tuple(k.value for k in ClusterKind)
+
+# Every feature carries a version, bumped by each change: the ETag of optimistic concurrency.
+# Files written before versions existed simply lack it, which reads as version 1.
+VERSION_FIELD = "version"
+VERSION = Field(VERSION_FIELD, FieldType.integer, required=False, minimum=1)
+
+GRIDS = LayerSchema(
+    name=LayerName.grids,
+    geometry="polygon",
+    title="网格",
+    fields=(
+        Field("code", pattern=r"^\d{15}$"),
+        Field("name"),
+        Field("community_code", pattern=r"^\d{12}$"),
+        Field("community_name"),
+        Field("street_code", pattern=r"^\d{9}$"),
+        Field("street_name"),
+        Field("district_code", pattern=r"^\d{6}$"),
+        Field("district_name"),
+        Field("officer_name", required=False),
+        Field("officer_phone", required=False),
+        Field("households", FieldType.integer, required=False, minimum=0),
+        Field("population", FieldType.integer, minimum=0),
+        VERSION,
+    ),
+)
+
+STALLS = LayerSchema(
+    name=LayerName.stalls,
+    geometry="point",
+    title="小蓝棚",
+    fields=(
+        Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
+        Field("name"),
+        Field("services", FieldType.text_list, choices=SERVICES),
+        Field("hours", checks=(check_hours,), check_action="warning"),  # OSM opening_hours syntax
+        Field("status", choices=STALL_STATUSES),
+        Field("address", required=False),
+        Field("operator", required=False),
+        Field("phone", required=False),
+        Field("grid_code", required=False, pattern=r"^\d{15}$"),
+        Field("opened", required=False),
+        VERSION,
+    ),
+)
+
+VENDOR_CLUSTERS = LayerSchema(
+    name=LayerName.vendor_clusters,
+    geometry="point",
+    title="便民摊点群",
+    fields=(
+        Field("code", pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
+        Field("name"),
+        Field("kind", choices=CLUSTER_KINDS),
+        Field("hours", checks=(check_hours,), check_action="warning"),  # OSM opening_hours syntax
+        Field("pitches", FieldType.integer, required=False, minimum=0),
+        Field("status", choices=STALL_STATUSES),
+        Field("address", required=False),
+        Field("operator", required=False),
+        Field("grid_code", required=False, pattern=r"^\d{15}$"),
+        VERSION,
+    ),
+)
+
+SCHEMAS: dict[LayerName, LayerSchema] = {s.name: s for s in (GRIDS, STALLS, VENDOR_CLUSTERS)}
+
+
+# Administrative levels derived from grids, finest first: (level, code column, name column).
+class Level(StrEnum):
+    """Units coverage is reported by: grids and the units they nest in."""
+
+    grid = "grid"
+    community = "community"
+    street = "street"
+    district = "district"
+
+
+LEVELS: dict[str, tuple[str, str]] = {
+    "grid": ("code", "name"),
+    "community": ("community_code", "community_name"),
+    "street": ("street_code", "street_name"),
+    "district": ("district_code", "district_name"),
+}

@@ -1,0 +1,142 @@
+/* /find: nearest stalls to the phone's location (browser geolocation is WGS84), a tapped map
+   point (GCJ-02, as Amap tiles are drawn) or a picked community. The list is the page; the map
+   is an extra that may lack tiles. */
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("find-config").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var where = $("where"), results = $("results"), summary = $("summary");
+  var state = { point: null, label: "" }, map = null, marks = null, seq = 0;
+
+  function say(text, bad) { where.textContent = text; where.className = bad ? "where bad" : "where"; }
+  function gcj(lon, lat, crs) { return crs === "gcj02" ? [lon, lat] : window.wgs84ToGcj02(lon, lat); }
+  function distText(m) { return m < 1000 ? Math.round(m) + " 米" : (m / 1000).toFixed(1) + " 公里"; }
+  // Every user-provided string goes in as text (textContent / a text element), never as HTML:
+  // Leaflet reads a string tooltip as HTML, so tooltips get an element too.
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function initMap() {
+    if (!window.L) return;
+    map = L.map("map", { scrollWheelZoom: false }).setView([cfg.center[1], cfg.center[0]], 13);
+    map.attributionControl.setPrefix("Leaflet");
+    L.tileLayer(cfg.tiles, { subdomains: "1234", maxZoom: 18, attribution: "© 高德地图" }).addTo(map);
+    marks = L.layerGroup().addTo(map);
+    map.on("click", function (e) {
+      $("community").value = "";
+      setPoint(e.latlng.lng, e.latlng.lat, "gcj02", "地图上选择的位置");
+    });
+  }
+
+  function filters() {
+    var f = $("filters"), svc = "";
+    var radios = f.querySelectorAll("input[name=service]");
+    for (var i = 0; i < radios.length; i++) if (radios[i].checked) svc = radios[i].value;
+    return { service: svc, open: $("open-only").checked };
+  }
+
+  function setPoint(lon, lat, crs, label) {
+    state.point = { lon: lon, lat: lat, crs: crs };
+    state.label = label;
+    search();
+  }
+
+  function search() {
+    if (!state.point) return;
+    var p = state.point, f = filters(), my = ++seq;
+    var q = "lon=" + p.lon.toFixed(7) + "&lat=" + p.lat.toFixed(7) + "&crs=" + p.crs + "&k=" + cfg.k;
+    if (f.service) q += "&service=" + encodeURIComponent(f.service);
+    if (f.open) q += "&open_now=true";
+    summary.textContent = "正在查找…";
+    fetch(cfg.api + "?" + q, { headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+      .then(function (res) {
+        if (my !== seq) return;  // a newer search has started
+        if (!res.ok) throw new Error(res.body.detail || "查询失败");
+        render(res.body);
+      })
+      .catch(function (e) { if (my === seq) summary.textContent = "查询失败：" + e.message; });
+  }
+
+  function render(body) {
+    var rows = body.results;
+    results.textContent = "";
+    summary.textContent = rows.length
+      ? "离" + state.label + "最近的 " + rows.length + " 个修理点（直线距离）："
+      : "附近没有符合条件的修理点。";
+    rows.forEach(function (r) {
+      var s = r.stall, li = el("li", "item");
+      li.setAttribute("data-code", s.code);
+      li.setAttribute("data-distance", r.distance_m);
+      var row = el("div", "row"), a = el("a", "name", s.name);
+      a.href = cfg.page + encodeURIComponent(s.code);
+      row.appendChild(a);
+      row.appendChild(el("span", "badge " + (s.open_now ? "open" : "closed"), s.open_now ? "营业中" : "休息中"));
+      li.appendChild(row);
+      li.appendChild(el("div", "meta", s.code + " · " + s.services.join(" ")));
+      var d = el("div", "dist");
+      d.appendChild(el("b", "km", distText(r.distance_m)));
+      d.appendChild(document.createTextNode(" · 步行约 " + Math.round(r.walk_minutes) + " 分钟"));
+      li.appendChild(d);
+      li.appendChild(el("div", "meta", s.hours_text));
+      results.appendChild(li);
+    });
+    drawMap(body);
+  }
+
+  function drawMap(body) {
+    if (!map) return;
+    marks.clearLayers();
+    var p = state.point, you = gcj(p.lon, p.lat, p.crs), pts = [[you[1], you[0]]];
+    L.circleMarker(pts[0], { radius: 8, color: "#d32f2f", weight: 3, fillOpacity: 0.8 })
+      .bindTooltip("您的位置").addTo(marks);
+    body.results.forEach(function (r, i) {
+      var g = gcj(r.stall.lon, r.stall.lat, "wgs84"), ll = [g[1], g[0]];
+      pts.push(ll);
+      L.circleMarker(ll, { radius: i === 0 ? 9 : 6, color: "#1565c0", weight: 2, fillOpacity: 0.7 })
+        .bindTooltip(el("span", "", r.stall.name)).addTo(marks);
+    });
+    map.fitBounds(pts, { padding: [20, 20], maxZoom: 16 });
+  }
+
+  function locate() {
+    if (!navigator.geolocation) { say("此浏览器不能定位：请在地图上点选您的位置，或选择社区。", true); return; }
+    say("正在获取您的位置…");
+    navigator.geolocation.getCurrentPosition(
+      function (pos) {
+        $("community").value = "";
+        say("已定位（精度约 " + Math.round(pos.coords.accuracy) + " 米）");
+        setPoint(pos.coords.longitude, pos.coords.latitude, "wgs84", "您");
+      },
+      function (err) {
+        say((err.code === 1 ? "您未允许获取位置" : "暂时无法定位") +
+            "：请在地图上点选您的位置，或选择社区。", true);
+      },
+      { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
+    );
+  }
+
+  $("community").addEventListener("change", function () {
+    var o = this.options[this.selectedIndex];
+    if (!o.value) return;
+    say("已选择社区：" + o.textContent);
+    setPoint(parseFloat(o.getAttribute("data-lon")), parseFloat(o.getAttribute("data-lat")), "wgs84", o.textContent);
+  });
+  $("filters").addEventListener("change", search);
+  $("locate").addEventListener("click", locate);
+
+  var params = new URLSearchParams(location.search), pick = params.get("community");
+  if (params.get("lon") && params.get("lat")) {
+    setPoint(parseFloat(params.get("lon")), parseFloat(params.get("lat")), params.get("crs") || "wgs84", "所选位置");
+  } else if (pick && document.querySelector("#community option[value='" + pick.replace(/\D/g, "") + "']")) {
+    $("community").value = pick.replace(/\D/g, "");
+    $("community").dispatchEvent(new Event("change"));
+  } else {
+    locate();  // ask first: the answer comes back while the map is being set up
+  }
+  initMap();
+})();

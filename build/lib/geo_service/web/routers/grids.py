@@ -1,0 +1,178 @@
+"""Officers: which grid is this place in, who is responsible, what lies in it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import APIRouter, Query, Request
+
+from geo_service.analysis.bulk import parse_points
+from geo_service.core.errors import quote
+from geo_service.core.snapshot import Snapshot
+from geo_service.core.versions import etag
+from geo_service.web.deps import (
+    POINT_QUERY_OPENAPI,
+    BBoxDep,
+    HeavyDep,
+    Page,
+    PageDep,
+    SettingsDep,
+    SnapshotDep,
+    get_store,
+    parse_point_query,
+)
+from geo_service.web.errors import bad_request, not_found
+from geo_service.web.geojson import collection, feature, geometries_json, grid_feature
+from geo_service.web.links import public_url
+from geo_service.web.models import (
+    BulkLocateRequest,
+    BulkLocateResponse,
+    Feature,
+    FeatureCollection,
+    LocateResponse,
+)
+from geo_service.web.openapi import ETAG_HEADER
+from geo_service.web.params import GRID_CODE
+from geo_service.web.responses import GeoJSONResponse, JSONResponse
+
+router = APIRouter(prefix="/api/v1/grids", tags=["grids (officers)"])
+
+
+@router.get(
+    "/locate",
+    response_model=LocateResponse,
+    summary="The grid containing a point",
+    openapi_extra={"parameters": POINT_QUERY_OPENAPI},
+)
+async def locate(request: Request) -> JSONResponse:
+    """Which grid is this place in, and who is responsible? A point on a shared edge belongs to
+    the grid with the smallest code. When no grid contains the point, ``nearest`` says which grid
+    is nearest and how far its edge is (geodesic metres)."""
+    # The hottest endpoint: the query is parsed by hand and the snapshot taken directly, which
+    # halves the framework's share of each request (bench/RESULTS.md, "Grid locate").
+    point = parse_point_query(request.query_params)
+    snap = get_store(request).get()
+    grids = snap.grids
+    i = grids.index.locate_point(point.wgs_lon, point.wgs_lat)
+    nearest = None
+    if i < 0 and len(grids):
+        j, d = grids.index.nearest_point(point.wgs_lon, point.wgs_lat)
+        if j >= 0:
+            nearest = {"grid": grids.properties[j], "distance_m": round(d, 1)}
+    body = {
+        "point": point.echo(),
+        "grid": grids.properties[i] if i >= 0 else None,
+        "nearest": nearest,
+    }
+    return JSONResponse(body)
+
+
+@router.post(
+    "/locate",
+    response_model=BulkLocateResponse,
+    summary="Grid codes for many points at once",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": BulkLocateRequest.model_json_schema(),
+                    "example": {"points": [[119.16, 36.71], [119.1, 36.7]], "crs": "wgs84"},
+                }
+            },
+        }
+    },
+)
+async def locate_bulk(request: Request, snap: SnapshotDep, settings: SettingsDep) -> JSONResponse:
+    """``{"points": [[lon, lat], ...], "crs": "wgs84"}`` → ``{"codes": [...]}`` in input order
+    (null where no grid contains the point). Parsed with orjson and located in one vectorised
+    pass, so a request may carry hundreds of thousands of points."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON: {exc}", "body") from None
+    lon, lat = parse_points(body, max_points=settings.max_bulk_points)
+    idx = snap.grids.index.locate(lon, lat)
+    with_none = np.append(snap.grids.codes, np.array([None], dtype=object))
+    codes = with_none[idx]  # -1 picks the trailing None
+    return JSONResponse({"codes": codes.tolist(), "located": int((idx >= 0).sum())})
+
+
+@router.get(
+    "",
+    response_model=FeatureCollection,
+    response_class=GeoJSONResponse,
+    summary="Grids in a box or administrative unit, paged",
+    responses={404: {"description": "Unknown district, street or community code"}},
+)
+async def list_grids(
+    request: Request,
+    snap: SnapshotDep,
+    heavy: HeavyDep,
+    settings: SettingsDep,
+    page: PageDep,
+    bbox: BBoxDep,
+    district: Annotated[str | None, Query(description="6-digit district code")] = None,
+    street: Annotated[str | None, Query(description="9-digit street code")] = None,
+    community: Annotated[str | None, Query(description="12-digit community code")] = None,
+) -> GeoJSONResponse:
+    feats, hits = await heavy.run(grid_page, snap, page, bbox, (district, street, community))
+    return GeoJSONResponse(
+        collection(
+            feats, len(hits), public_url(request, settings.public_base_url), page.offset, page.limit
+        )
+    )
+
+
+def grid_page(
+    snap: Snapshot,
+    page: Page,
+    bbox: tuple[float, float, float, float] | None,
+    units: tuple[str | None, str | None, str | None],
+) -> tuple[list[dict[str, Any]], npt.NDArray[np.intp]]:
+    """The page of grid features, and every matching row (in the heavy pool: a 1,000-grid page
+    takes tens of milliseconds)."""
+    district, street, community = units
+    frame = snap.grids.frame
+    mask = np.ones(len(frame), dtype=bool)
+    if bbox is not None:
+        inbox = np.zeros(len(frame), dtype=bool)
+        inbox[snap.grids.index.bbox(*bbox)] = True
+        mask &= inbox
+    for value, column in (
+        (district, "district_code"),
+        (street, "street_code"),
+        (community, "community_code"),
+    ):
+        if value:
+            col = frame[column].to_numpy()
+            if not (col == value).any():
+                raise not_found(f"unknown {column.removesuffix('_code')} code {quote(value)}")
+            mask &= col == value
+    hits = np.flatnonzero(mask)
+    rows = hits[page.offset : page.offset + page.limit]
+    geoms = geometries_json(frame.geometry.to_numpy()[rows])
+    props = snap.grids.properties
+    feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(rows, geoms, strict=True)]
+    return feats, hits
+
+
+@router.get(
+    "/{code}",
+    response_model=Feature,
+    response_class=GeoJSONResponse,
+    summary="One grid as a GeoJSON Feature",
+    responses={200: ETAG_HEADER},
+)
+async def get_grid(code: Annotated[str, GRID_CODE], snap: SnapshotDep) -> GeoJSONResponse:
+    """Geometry, GRID properties, and counts of stalls and vendor clusters inside."""
+    if not (len(code) == 15 and code.isdigit()):
+        raise bad_request(f"a grid code is 15 digits, got {quote(code)}", "code")
+    i = snap.grids.position.get(code)
+    if i is None:
+        raise not_found(f"unknown grid code {quote(code)}")
+    return GeoJSONResponse(grid_feature(snap, i), headers={"ETag": etag(snap.grids.properties[i])})
