@@ -13,7 +13,9 @@ the mix; the quiet phase is the baseline measured in the same run.
 Part 2 (throughput): the shipped `serve --workers 2` (uvloop, httptools, no access log: the
 defaults) against `bench/bare_app.py` (FastAPI + STRtree, 2 workers, uvloop, httptools, no
 access log) and against the old shipped command (uvicorn's defaults with its access log),
-loaded in alternating rounds with wrk. Goal: serve ≥ 90% of the bare endpoint.
+loaded in alternating rounds with wrk. Goal: serve ≥ 90% of the bare endpoint. One load
+generator is one client, so the rate limit is off for these servers; a fourth server shows
+what the limit (on by default) costs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data"
 # Rate limiting (if configured) would answer a benchmark's load with 429s: measured without.
 ENV = {"GEO_SERVICE_RATE_LIMIT_ENABLED": "false"}
+LIMITED = {"GEO_SERVICE_RATE_LIMIT_ENABLED": "true", "GEO_SERVICE_RATE_LIMIT": "1000000000/minute"}
 SERVE = [sys.executable, "-m", "geo_service.cli", "serve", "--host", "127.0.0.1",
          "--port", "{port}", "--workers", "2"]  # fmt: skip
 OLD_SERVE = [sys.executable, "-m", "uvicorn", "--factory", "geo_service.web.app:create_app",
@@ -155,9 +158,13 @@ def bench_throughput(
         "serve": (Server(None, data_dir, OUT / "serving_serve.log", argv=SERVE, env=ENV), ours),
         "bare": (Server("bench.bare_app:create_app", data_dir, OUT / "serving_bare.log"), bare),
         "old": (Server(None, data_dir, OUT / "serving_old.log", argv=OLD_SERVE, env=ENV), ours),
+        "limited": (
+            Server(None, data_dir, OUT / "serving_limited.log", argv=SERVE, env=LIMITED),
+            ours,
+        ),
     }
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
-    with servers["serve"][0], servers["bare"][0], servers["old"][0]:
+    with servers["serve"][0], servers["bare"][0], servers["old"][0], servers["limited"][0]:
         for _ in range(rounds):  # alternating: each round sees the same background load
             for name, (srv, paths) in servers.items():
                 res, cpu = load(srv, paths, seconds, conns, f"serving_{name}")
@@ -177,6 +184,10 @@ def bench_throughput(
          "requests per CPU-second", ""],
         ["  the old shipped command (uvicorn defaults, access log on)", f"{rps['old']:,.0f}",
          f"bare {rps['bare']:,.0f}", f"{rps['old'] / rps['bare']:.0%} of bare", ""],
+        ["  `serve` with the rate limit on (shm:// storage, a limit wrk never reaches)",
+         f"{rps['limited']:,.0f}", f"bare {rps['bare']:,.0f}",
+         f"{rps['limited'] / rps['bare']:.0%} of bare; {cpu['limited'] * 1e6:.0f} µs CPU/request",
+         ""],
     ]  # fmt: skip
 
 

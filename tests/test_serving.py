@@ -264,3 +264,35 @@ def test_serve_as_shipped(access_log: bool, tmp_path: object) -> None:
     logged = [line for line in output.splitlines() if "GET /api/v1/grids/locate" in line]
     assert len(logged) == (3 if access_log else 0), output[-2000:]
     assert "1 worker" in output
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "lon=119.16&lat=36.71",
+        "lon=119.1659&lat=36.7104&crs=gcj02",
+        "lon=36.71&lat=119.16",  # swapped: outside, with the nearest grid
+        "lon=10&lat=10",
+        "lon=119.16&lat=95",
+        "lon=abc&lat=36.7",
+        "lat=36.7",
+        "lon=119.16&lat=36.71&crs=mars",
+        "lon=119.16&lat=36.71&lon=119.2",  # repeated: the last value, as Starlette reads it
+        "lon=%31%31%39.16&lat=36.71",
+    ],
+)
+def test_the_fast_lane_answers_exactly_as_the_route(
+    query: str, snapshot: Snapshot, settings: Settings, shared_backend: Backend
+) -> None:
+    """GET locate is served by web.fastlane; the FastAPI route is its documented twin."""
+    from geo_service.core.snapshot import SnapshotStore
+
+    plain = create_app(settings, SnapshotStore(snapshot), shared_backend)
+    plain.user_middleware = [m for m in plain.user_middleware if m.cls.__name__ != "LocateFastLane"]
+    fast = create_app(settings, SnapshotStore(snapshot), shared_backend)
+    assert any(m.cls.__name__ == "LocateFastLane" for m in fast.user_middleware)
+    with TestClient(plain) as a, TestClient(fast) as b:
+        ra, rb = a.get(f"/api/v1/grids/locate?{query}"), b.get(f"/api/v1/grids/locate?{query}")
+    assert (ra.status_code, ra.json()) == (rb.status_code, rb.json())
+    assert ra.headers["content-type"] == rb.headers["content-type"]
+    assert rb.headers["x-content-type-options"] == "nosniff"  # outer middleware still applies

@@ -19,6 +19,7 @@ from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
 from geo_service.web.compression import GZip
 from geo_service.web.errors import install_error_handlers
+from geo_service.web.fastlane import LocateFastLane
 from geo_service.web.limits import BodyLimitMiddleware, body_caps
 from geo_service.web.offload import HeavyPool
 from geo_service.web.openapi import install_openapi
@@ -91,6 +92,7 @@ def create_app(
     app.state.keys = KeyVerifier(rt.backend.get_key)
     # The last added runs first: refuse a client over its rate, then a body over its cap;
     # security headers run inside GZip, so they see (and may hash) uncompressed pages.
+    app.add_middleware(LocateFastLane, store=rt.store)  # innermost: every layer above applies
     app.add_middleware(SecurityHeadersMiddleware, docs_paths=_docs_paths(app))
     app.add_middleware(GZip, minimum_size=2048)
     app.add_middleware(
