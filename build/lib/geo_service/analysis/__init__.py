@@ -1,1 +1,0 @@
-"""Questions asked of a snapshot: nearest facilities, coverage, what-if, siting, bulk input."""

@@ -1,1 +1,0 @@
-"""The `geo-service` command line."""

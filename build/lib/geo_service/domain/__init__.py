@@ -1,1 +1,0 @@
-"""Rules over stored data: API keys and roles, edits as checked mutations, layer-file validation."""

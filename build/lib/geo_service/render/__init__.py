@@ -1,1 +1,0 @@
-"""What people look at: Folium maps, the coverage report, QR codes, navigation links, page templates and static assets."""

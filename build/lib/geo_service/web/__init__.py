@@ -1,1 +1,0 @@
-"""The HTTP layer: thin FastAPI routers over the spatial core."""
