@@ -9,9 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from geo_service.core.settings import Settings
+from geo_service.core.cases import ServiceCatalogue
+from geo_service.core.settings import Settings, case_services_path, media_path
 from geo_service.core.snapshot import Snapshot, SnapshotStore
+from geo_service.domain.casedesk import CaseDesk, Escalator
+from geo_service.domain.webhook import WebhookSender
 from geo_service.storage.base import Backend
+from geo_service.storage.cases import CaseStore
+from geo_service.storage.media import MediaStore
 from geo_service.storage.reloader import Reloader
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,32 @@ def open_backend(settings: Settings) -> Backend:
     return FilesBackend(settings.data_dir, poll_s=settings.reload_poll_s)
 
 
+def open_case_store(backend: Backend) -> CaseStore:
+    """The cases beside the layers: ``cases.jsonl`` in the data folder, or the PostGIS tables."""
+    from geo_service.storage.files import FilesBackend
+
+    if isinstance(backend, FilesBackend):
+        from geo_service.storage.cases import FilesCaseStore
+
+        return FilesCaseStore(backend.data_dir, append_audit=backend.append_audit)
+    from geo_service.storage.casepg import PostgisCaseStore
+
+    return PostgisCaseStore(backend)  # type: ignore[arg-type]
+
+
+def open_case_desk(settings: Settings, backend: Backend, store: SnapshotStore) -> CaseDesk:
+    webhook = WebhookSender(settings.webhook_url, settings.webhook_secret)
+    return CaseDesk(
+        store=open_case_store(backend),
+        services=ServiceCatalogue.load(case_services_path(settings)),
+        snapshot=store.get,
+        snap_m=settings.case_snap_m,
+        duplicate_m=settings.case_duplicate_m,
+        notify=webhook.send if settings.webhook_url else None,
+        webhook=webhook,
+    )
+
+
 def backend_label(settings: Settings) -> str:
     return "PostGIS" if settings.database_url else str(settings.data_dir)
 
@@ -41,12 +72,16 @@ class Runtime:
     store: SnapshotStore
     reloader: Reloader
     owns_backend: bool
+    cases: CaseDesk
+    media: MediaStore
+    escalator: Escalator | None = None
 
     def start(self, watch: bool = True) -> None:
         """Migrate (if configured), load the snapshot unless the store has one, and follow
         changes made elsewhere when ``watch``."""
         if self.settings.db_migrate_on_start:
             self.backend.migrate()
+            self.cases.store.migrate()
         if not self.store.ready:
             self.reloader.load_now()
             if len(self.store.get().grids) == 0:
@@ -55,8 +90,13 @@ class Runtime:
                 )
         if watch:
             self.reloader.start()
+            self.escalator = Escalator(self.cases, self.settings.case_escalation_poll_s)
+            self.escalator.start()
 
     def close(self) -> None:
+        if self.escalator is not None:
+            self.escalator.stop()
+        self.cases.close()
         self.reloader.stop()
         if self.owns_backend:
             self.backend.close()
@@ -68,7 +108,15 @@ def open_runtime(
     owned = backend is None
     backend = backend or open_backend(settings)
     store = store if store is not None else SnapshotStore()
-    return Runtime(settings, backend, store, Reloader(backend, store, settings.dataset_name), owned)
+    return Runtime(
+        settings,
+        backend,
+        store,
+        Reloader(backend, store, settings.dataset_name),
+        owned,
+        open_case_desk(settings, backend, store),
+        MediaStore(media_path(settings)),
+    )
 
 
 def load_snapshot(settings: Settings) -> Snapshot:

@@ -132,6 +132,9 @@ def reset_postgis(url: str) -> None:
     """Back to the seeded data: no audit, no keys, a new revision (so every snapshot reloads)."""
     with psycopg.connect(url) as conn:
         conn.execute(f"TRUNCATE {', '.join(SEEDED)}, audit_log, api_keys")
+        if conn.execute("SELECT to_regclass('cases')").fetchone() != (None,):
+            conn.execute("TRUNCATE cases")
+            conn.execute("ALTER SEQUENCE cases_seq RESTART")
         for table in SEEDED:
             conn.execute(f"INSERT INTO {table} SELECT * FROM _seed_{table}")
         row = conn.execute(

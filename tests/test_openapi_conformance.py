@@ -52,7 +52,7 @@ EXAMPLES = 15
 HEAVY = {
     "^/api/v1/coverage$": 15,
     "^/api/v1/coverage/gaps$": 5,
-    "^/maps/(overview|coverage)$": 4,
+    "^/maps/(overview|coverage|cases)$": 4,
 }
 ADMIN_KEY_OPERATIONS = ("/api/v1/audit",)
 READ_ONLY_POST = ("POST", "/api/v1/grids/locate")

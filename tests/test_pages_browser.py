@@ -395,7 +395,7 @@ def _transfer(client: TestClient, url: str) -> tuple[int, int, str]:
     return len(wire), len(body), encoding
 
 
-@pytest.mark.parametrize("path", ["/find", "/s/XLP-370705-005"])
+@pytest.mark.parametrize("path", ["/find", "/s/XLP-370705-005", "/report", "/officer"])
 def test_page_weight_under_150_kb(client: TestClient, path: str, artifacts: Path) -> None:
     """HTML + CSS + JS of a page (tiles excluded), as transferred, under 150 KB; every asset
     is served by the service itself (no CDN, no other host)."""

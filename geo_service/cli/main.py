@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from geo_service.cli.cases import cases_app
 from geo_service.core.crs import PointCRS, to_wgs84
 from geo_service.core.layers import LayerFileError, Problem
 from geo_service.core.principal import Principal, Role
@@ -22,7 +23,7 @@ from geo_service.core.settings import Settings
 from geo_service.domain.auth import new_key, revoked
 from geo_service.domain.editing import replace_layer
 from geo_service.domain.validation import FileValidation, validate_file
-from geo_service.runtime import backend_label, load_snapshot, open_backend
+from geo_service.runtime import backend_label, load_snapshot, open_backend, open_case_store
 from geo_service.storage.audit import AuditQuery, to_csv, to_jsonl
 from geo_service.storage.dataset import layer_path
 
@@ -246,14 +247,21 @@ keys_app = typer.Typer(
     help="API keys for officers and admins (stored hashed).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(cases_app, name="cases")
 
 
 @keys_app.command("add")
 def keys_add(
     name: Annotated[str, typer.Argument(help="Who holds the key (shown in the audit log)")],
-    role: Annotated[Role, typer.Option(help="officer or admin")] = Role.officer,
+    role: Annotated[
+        Role, typer.Option(help="officer (grid), community, street (case handling) or admin")
+    ] = Role.officer,
     grids: Annotated[
-        str | None, typer.Option(help="Officer: comma-separated grid codes they may edit")
+        str | None,
+        typer.Option(
+            help="Officer: comma-separated grid codes they may edit; community / street: the "
+            "community or street codes whose cases they handle"
+        ),
     ] = None,
     officer: Annotated[
         str | None,
@@ -321,10 +329,11 @@ def _postgis_settings() -> Settings:
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Create or upgrade the tables, GiST indexes, audit log and key table."""
+    """Create or upgrade the tables, GiST indexes, audit log, key and case tables."""
     backend = open_backend(_postgis_settings())
     try:
         backend.migrate()
+        open_case_store(backend).migrate()
     finally:
         backend.close()
     console.print("[green]schema up to date[/]")
@@ -356,21 +365,24 @@ def db_load(
 
 @app.command()
 def audit(
-    layer: Annotated[LayerName | None, typer.Option(help="Only this layer")] = None,
-    code: Annotated[str | None, typer.Option(help="Only this feature")] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="Only this layer: grids, stalls, vendor_clusters or cases")
+    ] = None,
+    code: Annotated[str | None, typer.Option(help="Only this feature (or case number)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
 ) -> None:
-    """Export the audit log (oldest first)."""
+    """Export the audit log (oldest first): layer edits and every step of every case."""
     if fmt not in ("jsonl", "csv"):
         err.print("[red]--format is jsonl or csv[/]")
+        raise typer.Exit(2)
+    if layer is not None and layer not in {*LayerName, "cases"}:
+        err.print("[red]--layer is grids, stalls, vendor_clusters or cases[/]")
         raise typer.Exit(2)
     backend = open_backend(Settings())
     try:
         entries, _ = backend.audit(
-            AuditQuery(
-                layer=layer.value if layer else None, code=code, limit=None, newest_first=False
-            )
+            AuditQuery(layer=layer, code=code, limit=None, newest_first=False)
         )
     finally:
         backend.close()

@@ -13,7 +13,9 @@ from typing import Any
 
 class Role(StrEnum):
     public = "public"
-    officer = "officer"
+    officer = "officer"  # a grid officer (网格员): grids listed, or by officer name
+    community = "community"  # a community's officer: ``grids`` holds community codes
+    street = "street"  # a street office: ``grids`` holds street codes
     admin = "admin"
 
 

@@ -84,8 +84,55 @@ class Settings(BaseSettings):
         parse(value)  # ValueError for anything limits cannot read
         return value
 
+    case_services_file: Path | None = Field(
+        None,
+        description="The 随手拍 categories (JSON); unset: case_services.json in data_dir, else the "
+        "bundled list",
+    )
+    media_dir: Path | None = Field(
+        None, description="Where report photos are stored; unset: media/ in data_dir"
+    )
+    case_snap_m: float = Field(
+        200.0,
+        ge=0,
+        description="A report outside every grid goes to the nearest grid within this many "
+        "metres, else to its district's intake queue",
+    )
+    case_duplicate_m: float = Field(
+        50.0, gt=0, le=1000, description="Open cases of the same category this near are shown"
+    )
+    case_escalation_poll_s: float = Field(
+        30.0, gt=0, description="How often each instance looks for cases past their deadline"
+    )
+    max_photo_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, description="Largest photo a report may carry"
+    )
+    webhook_url: str | None = Field(
+        None, description="POSTed a signed JSON notice on each case assignment and escalation"
+    )
+    webhook_secret: str = Field("", description="HMAC-SHA256 key of the webhook signature")
+
     tianditu_key: str | None = Field(None, description="Tianditu tile key (tk)")
     basemap: str = Field("amap", description="Default basemap: amap, tianditu or osm")
+
+
+BUNDLED_CASE_SERVICES = DEFAULT_DATA_DIR / "case_services.json"
+
+
+def case_services_path(settings: Settings) -> Path:
+    if settings.case_services_file is not None:
+        return settings.case_services_file
+    local = settings.data_dir / "case_services.json"
+    return local if local.exists() else BUNDLED_CASE_SERVICES
+
+
+def media_path(settings: Settings) -> Path:
+    return settings.media_dir or settings.data_dir / "media"
+
+
+def report_body_bytes(settings: Settings) -> int:
+    """The body cap of a filed report: its photo plus room for the form fields."""
+    return settings.max_photo_bytes + 64 * 1024
 
 
 BULK_BYTES_PER_POINT = 64  # "[119.123456789012, 36.123456789012], " is 38; room for spaces

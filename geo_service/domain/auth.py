@@ -49,6 +49,8 @@ def new_key(
     grids = tuple(sorted(set(grids)))
     if role is Role.officer and not grids and not officer:
         raise ValueError("an officer key needs grid codes or an officer name")
+    if role in (Role.community, Role.street) and not grids:
+        raise ValueError(f"a {role.value} key needs the codes of its {role.value}s")
     key_id = secrets.token_hex(5)
     secret = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"
     salt = secrets.token_bytes(16)

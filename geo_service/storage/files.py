@@ -266,6 +266,12 @@ class FilesBackend:
             return ReplaceResult(layer, plan.summary(), len(entries))
 
     # -- audit -------------------------------------------------------------------------------
+    def append_audit(self, entries: list[AuditEntry]) -> None:
+        """Number and append entries written by another store (cases) under this lock."""
+        with self._locked():
+            first = self._last_audit_id() + 1
+            self._append_audit([replace(e, id=first + i) for i, e in enumerate(entries)])
+
     def audit(self, query: AuditQuery) -> tuple[list[AuditEntry], int]:
         with self._locked():  # completes an interrupted write's entries first
             if self._last_audit_id() == 0:

@@ -309,6 +309,19 @@ class PostGISBackend:
             vals.append(v)
         return [*vals, revision]
 
+    @classmethod
+    def insert_audit(cls, conn: psycopg.Connection, entry: AuditEntry, revision: int) -> int:
+        """Write one ``audit_log`` row in the caller's transaction; its id."""
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*AUDIT_COLUMNS, "revision"])
+        row = conn.execute(
+            sql.SQL("INSERT INTO audit_log ({}) VALUES ({}) RETURNING id").format(
+                cols, sql.SQL(", ").join([sql.Placeholder()] * (len(AUDIT_COLUMNS) + 1))
+            ),
+            cls._audit_values(entry, revision),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def modify(
         self, layer: LayerName, code: str, mutation: Mutation, who: Principal, action: str
     ) -> Change:
@@ -323,16 +336,9 @@ class PostGISBackend:
             new = new.with_version((current.version if current else 0) + 1)
             self._upsert(conn, new)
             entry = entry_for(who, action, current, new)
-            cols = sql.SQL(", ").join(sql.Identifier(c) for c in [*AUDIT_COLUMNS, "revision"])
-            row = conn.execute(
-                sql.SQL("INSERT INTO audit_log ({}) VALUES ({}) RETURNING id").format(
-                    cols, sql.SQL(", ").join([sql.Placeholder()] * (len(AUDIT_COLUMNS) + 1))
-                ),
-                self._audit_values(entry, revision),
-            ).fetchone()
-            assert row is not None
+            audit_id = self.insert_audit(conn, entry, revision)
             self._notify(conn, revision, layer)
-        return Change(current, new, replace(entry, id=int(row[0])))
+        return Change(current, new, replace(entry, id=audit_id))
 
     def replace_layer(
         self, layer: LayerName, records: list[Record], who: Principal, source: str

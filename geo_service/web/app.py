@@ -26,7 +26,20 @@ from geo_service.web.openapi import install_openapi
 from geo_service.web.pagecache import PageCache
 from geo_service.web.ratelimit import RateLimitMiddleware
 from geo_service.web.responses import JSONResponse
-from geo_service.web.routers import coverage, edits, grids, maps, pages, service, stalls
+from geo_service.web.routers import (
+    cases,
+    casestats,
+    coverage,
+    edits,
+    grids,
+    maps,
+    officerpages,
+    open311,
+    pages,
+    reportpages,
+    service,
+    stalls,
+)
 from geo_service.web.security import SecurityHeadersMiddleware
 
 log = logging.getLogger(__name__)
@@ -114,6 +127,11 @@ def create_app(
     app.include_router(coverage.router)
     app.include_router(maps.router)
     app.include_router(edits.router)
+    app.include_router(open311.router)
+    app.include_router(casestats.router)  # before cases: /api/v1/cases/stats is no case id
+    app.include_router(cases.router)
+    app.include_router(reportpages.router)
+    app.include_router(officerpages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_openapi(app)
     return app

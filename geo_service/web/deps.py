@@ -22,8 +22,10 @@ from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.core.versions import IfMatch, parse_if_match
 from geo_service.domain.auth import KeyVerifier, principal_for
+from geo_service.domain.casedesk import CaseDesk
 from geo_service.domain.editing import officer_grids
 from geo_service.storage.base import Backend
+from geo_service.storage.media import MediaStore
 from geo_service.storage.reloader import Reloader
 from geo_service.web.errors import bad_request, unauthorized
 from geo_service.web.offload import HeavyPool
@@ -290,3 +292,34 @@ async def page_params(
 
 
 PageDep = Annotated[Page, Depends(page_params)]
+
+
+def get_cases(request: Request) -> CaseDesk:
+    desk: CaseDesk = request.app.state.runtime.cases
+    return desk
+
+
+def get_media(request: Request) -> MediaStore:
+    media: MediaStore = request.app.state.runtime.media
+    return media
+
+
+async def _cases_dependency(request: Request) -> CaseDesk:
+    return get_cases(request)
+
+
+async def _media_dependency(request: Request) -> MediaStore:
+    return get_media(request)
+
+
+def get_optional_principal(
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
+) -> Principal | None:
+    """The caller if a key is given (401 if it is wrong), else None: for reads that show more
+    to the responsible officers."""
+    return get_principal(request, key) if key else None
+
+
+CasesDep = Annotated[CaseDesk, Depends(_cases_dependency)]
+MediaDep = Annotated[MediaStore, Depends(_media_dependency)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]

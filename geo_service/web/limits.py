@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from geo_service.core.settings import Settings, bulk_body_bytes
+from geo_service.core.settings import Settings, bulk_body_bytes, report_body_bytes
 from geo_service.web.errors import ApiError, error_response
 
 LARGE_REMAINDER = 64 * 1024  # an early answer with more than this still unread closes
@@ -55,6 +55,7 @@ def body_caps(settings: Settings) -> list[BodyCap]:
             "PATCH DELETE", f"{point_layers}/[^/]+", settings.max_edit_body_bytes, "a feature edit"
         ),
         cap("PATCH", "/api/v1/grids/[^/]+", settings.max_edit_body_bytes, "a feature edit"),
+        cap("POST", "/open311/v2/requests.json", report_body_bytes(settings), "a report"),
     ]
 
 

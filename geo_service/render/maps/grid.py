@@ -20,7 +20,14 @@ from geo_service.core.schema import LayerName
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.render.maps.controls import GeoJsonLayer, HtmlControl, RegisterLayers
 from geo_service.render.maps.display import feature_collection
-from geo_service.render.maps.page import PageOptions, icon_swatch, legend, line_swatch, new_map
+from geo_service.render.maps.page import (
+    PageOptions,
+    icon_swatch,
+    legend,
+    line_swatch,
+    new_map,
+    report_link,
+)
 from geo_service.render.maps.points import TITLES, marker_layer
 from geo_service.render.maps.units import grid_properties
 
@@ -191,5 +198,5 @@ def grid_map(
         (icon_swatch("gm-stall", "鞋车锁"), "小蓝棚（修鞋 / 修车 / 修锁）"),
         (icon_swatch("gm-vendor", "集"), "便民摊点群"),
     ]
-    HtmlControl(legend("图例", rows), "bottomleft", "gm-legend").add_to(m)
+    HtmlControl(legend("图例", rows, report_link(options)), "bottomleft", "gm-legend").add_to(m)
     return m

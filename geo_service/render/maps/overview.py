@@ -23,7 +23,14 @@ from geo_service.render.maps.controls import (
     SearchControl,
     ViewportLoader,
 )
-from geo_service.render.maps.page import PageOptions, icon_swatch, legend, line_swatch, new_map
+from geo_service.render.maps.page import (
+    PageOptions,
+    icon_swatch,
+    legend,
+    line_swatch,
+    new_map,
+    report_link,
+)
 from geo_service.render.maps.points import DISC_STYLE, disc_layer, marker_layer
 from geo_service.render.maps.units import LEVEL_STYLES, LEVEL_TITLES, unit_layer
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, MIN_ZOOM
@@ -33,7 +40,7 @@ CLUSTER_THRESHOLD = 200  # cluster a point layer once it has more markers than t
 VENDOR_RADIUS_M = 1000.0
 
 
-def _legend(radius_m: float, viewport: bool) -> str:
+def _legend(radius_m: float, viewport: bool, options: PageOptions) -> str:
     rows = [
         (
             line_swatch(
@@ -55,7 +62,7 @@ def _legend(radius_m: float, viewport: bool) -> str:
         ),
     ]
     note = f"<small>网格在 {MIN_ZOOM} 级以上按视野加载</small>" if viewport else ""
-    return legend("图例", rows, note)
+    return legend("图例", rows, note + report_link(options))
 
 
 def overview_map(
@@ -107,5 +114,5 @@ def overview_map(
         flyTo=False,
     ).add_to(m)
     folium.LayerControl(position="topright", collapsed=False).add_to(m)
-    HtmlControl(_legend(radius_m, viewport), "bottomleft", "gm-legend").add_to(m)
+    HtmlControl(_legend(radius_m, viewport, options), "bottomleft", "gm-legend").add_to(m)
     return m

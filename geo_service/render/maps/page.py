@@ -33,6 +33,7 @@ class PageOptions:
     ``api_base``: prefix of the service's URLs for data loaded on demand ("" = same origin).
     ``grid_href``: link from a grid to its own map, with ``{code}`` (None: no link).
     ``variants``: the same page built for other basemaps (label links in the page).
+    ``report_href``: the residents' report page (随手拍), linked from the legend (None: none).
     """
 
     basemap: Basemap = Basemap.amap
@@ -41,6 +42,7 @@ class PageOptions:
     api_base: str = ""
     grid_href: str | None = None
     variants: Mapping[Basemap, str] = field(default_factory=dict)
+    report_href: str | None = None
 
     @property
     def crs(self) -> PointCRS:
@@ -125,6 +127,16 @@ def legend(title: str, rows: Sequence[tuple[str, str]], extra: str = "", head: s
         for swatch, label in rows
     )
     return f"<h4>{html.escape(title)}</h4>{head}{body}{extra}"
+
+
+def report_link(options: PageOptions) -> str:
+    """A legend line linking to the report page, when the page is served with one."""
+    if not options.report_href:
+        return ""
+    href = html.escape(options.report_href, quote=True)
+    return (
+        f'<div class="gm-row"><a href="{href}" target="_top">随手拍：发现问题，拍照反映 ›</a></div>'
+    )
 
 
 def line_swatch(color: str, weight: float, dash: bool = False, fill: str | None = None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
@@ -16,8 +15,7 @@ from fastapi.responses import HTMLResponse
 from geo_service.core.crs import PointCRS
 from geo_service.core.errors import quote
 from geo_service.core.schema import Level
-from geo_service.core.settings import Settings
-from geo_service.render.maps.basemaps import Basemap, available, check_available
+from geo_service.render.maps.basemaps import Basemap
 from geo_service.render.maps.coverage import coverage_map
 from geo_service.render.maps.grid import grid_map
 from geo_service.render.maps.overview import overview_map
@@ -25,6 +23,7 @@ from geo_service.render.maps.page import PageOptions, render_html
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, grid_by_code, grids_in_view
 from geo_service.web.deps import CRS_HELP, HeavyDep, SettingsDep, SnapshotDep, parse_bbox
 from geo_service.web.errors import bad_request, not_found
+from geo_service.web.mapoptions import page_options
 from geo_service.web.models import MapGrids
 from geo_service.web.pagecache import PageCache
 from geo_service.web.params import GRID_CODE, CoverageQueryDep, parse_sites, sites_of
@@ -62,27 +61,6 @@ class MapPage:
 PagesDep = Annotated[PageCache[MapPage], Depends(get_pages)]
 
 
-def _options(settings: Settings, basemap: Basemap | None, declared: Declared) -> PageOptions:
-    """Page options; the links to the other basemaps repeat only the declared parameters, so
-    an undeclared one can neither reach the page nor its cache key."""
-    chosen = Basemap(basemap or settings.basemap)
-    check_available(chosen, settings.tianditu_key)
-    # Relative links ("?...", declared parameters only): the cached page depends neither on the
-    # host it was asked on nor on stray parameters.
-    variants = {
-        b: "?" + urlencode({**declared, "basemap": b.value})
-        for b in available(settings.tianditu_key)
-        if b is not chosen
-    }
-    return PageOptions(
-        basemap=chosen,
-        tianditu_key=settings.tianditu_key,
-        static_base="/static/",
-        grid_href=f"/maps/grids/{{code}}?basemap={chosen.value}",
-        variants=variants,
-    )
-
-
 def _page_key(kind: str, options: PageOptions, declared: Declared) -> tuple[str, ...]:
     """Cache key: the page kind, its declared parameters and the basemap (all the HTML
     depends on)."""
@@ -106,7 +84,7 @@ async def overview(
 ) -> HTMLResponse:
     """Districts, streets, communities and grids (switchable, with popups), stalls clustered
     with an icon per service, vendor clusters with 1 km discs, search and "locate me"."""
-    options = _options(settings, basemap, {})
+    options = page_options(settings, basemap, {})
     key = _page_key("overview", options, {})
     page = await pages.get(
         snap, key, lambda: MapPage.of(render_html(overview_map(snap, options), options))
@@ -128,7 +106,7 @@ async def grid(
         raise bad_request(f"a grid code is 15 digits, got {quote(code)}", "code")
     if code not in snap.grids.position:
         raise not_found(f"unknown grid code {quote(code)}")
-    options = _options(settings, basemap, {})
+    options = page_options(settings, basemap, {})
     overview_href = f"/maps/overview?basemap={options.basemap.value}"
 
     def build() -> MapPage:
@@ -172,7 +150,7 @@ async def coverage(
         declared["by"] = by.value
     if len(lon):  # the sites as converted to WGS84, so the link needs no crs
         declared["add"] = ";".join(f"{x:.7f},{y:.7f}" for x, y in zip(lon, lat, strict=True))
-    options = _options(settings, basemap, declared)
+    options = page_options(settings, basemap, declared)
     key = _page_key("coverage", options, declared)
 
     def build() -> MapPage:
