@@ -321,7 +321,7 @@ def test_escalation_timeline_worked_by_hand_with_a_restart(
     clock = Clock(bj(2026, 12, 2, 10, 0))  # Wednesday
 
     def desk() -> CaseDesk:  # a fresh instance each time: a restart, or a second process
-        return CaseDesk(open_case_store(backend), services, lambda: snapshot, clock=clock)
+        return CaseDesk(migrated(backend), services, lambda: snapshot, clock=clock)
 
     report = Report("JM01", "占道经营", 119.16, 36.71, "wgs84")
     cid = desk().file(report).case.id
@@ -357,6 +357,12 @@ def test_escalation_timeline_worked_by_hand_with_a_restart(
     assert desk().escalate_due() == [] and desk().get(cid).escalations == 3  # the top
     assert desk().get(handled_in_time).escalations == 0
     assert desk().get(handled_in_time).status is CaseStatus.handled
+
+
+def migrated(backend: Backend) -> Any:
+    store = open_case_store(backend)
+    store.migrate()
+    return store
 
 
 def key_principal() -> Any:
@@ -522,3 +528,38 @@ def test_a_50_mb_report_is_refused_before_it_is_read(api: TestClient) -> None:
     )
     assert r.status_code == 413 and "report" in r.json()["detail"]
     assert api.get("/open311/v2/requests.json").json() == []
+
+
+def test_instances_escalating_at_once_escalate_and_notify_once(
+    backend: Backend, snapshot: Snapshot
+) -> None:
+    import threading
+
+    services = ServiceCatalogue.load(BUNDLED_CASE_SERVICES)
+    clock = Clock(bj(2026, 12, 2, 10, 0))
+    notices: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def notify(event: str, payload: dict[str, object]) -> None:
+        with lock:
+            notices.append((event, str(payload["level"])))
+
+    desks = [
+        CaseDesk(migrated(backend), services, lambda: snapshot, clock=clock, notify=notify)
+        for _ in range(8)
+    ]
+    cid = desks[0].file(Report("JM01", "占道", 119.16, 36.71, "wgs84")).case.id
+    clock.at = bj(2026, 12, 2, 12, 30)  # one level due
+    start = threading.Barrier(len(desks))
+
+    def run(d: CaseDesk) -> None:
+        start.wait()
+        d.escalate_due()
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in desks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert desks[0].get(cid).escalations == 1
+    assert notices == [("case.assigned", "grid"), ("case.escalated", "community")]

@@ -137,17 +137,26 @@ class CaseDesk:
         out: list[Case] = []
         for case_id in self.store.due(now):
             for _ in range(len(rules.LEVEL_ORDER)):
-                before = self.store.get(case_id)
-                if before is None:
-                    break
-                after = self.store.update(
-                    case_id, lambda c: rules.escalation(c, now, self.services, SYSTEM), SYSTEM
-                )
-                if after.version == before.version:
+                after = self._escalate_once(case_id, now)
+                if after is None:
                     break
                 out.append(after)
                 self._notify("case.escalated", after)
         return out
+
+    def _escalate_once(self, case_id: str, now: datetime) -> Case | None:
+        """One level up if due, else None; the check runs under the store's lock on the stored
+        case, so of several instances escalating at once only one changes it (and notifies)."""
+        applied = False
+
+        def escalate(c: Case) -> Case | None:
+            nonlocal applied
+            new = rules.escalation(c, now, self.services, SYSTEM)
+            applied = new is not None
+            return new
+
+        after = self.store.update(case_id, escalate, SYSTEM)
+        return after if applied else None
 
     def _notify(self, event: str, case: Case) -> None:
         if self.notify is None:
