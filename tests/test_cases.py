@@ -563,3 +563,15 @@ def test_instances_escalating_at_once_escalate_and_notify_once(
         t.join()
     assert desks[0].get(cid).escalations == 1
     assert notices == [("case.assigned", "grid"), ("case.escalated", "community")]
+
+
+def test_statistics_follow_every_new_case(api: TestClient) -> None:
+    def total() -> int:
+        body = api.get("/api/v1/cases/stats", params={"by": "district"}).json()
+        return int(body["summary"]["total"])
+
+    assert total() == 0
+    file(api, lat="36.71", long="119.16")
+    assert total() == 1  # the cached frame was rebuilt for the new revision
+    file(api, lat="36.70", long="119.10")
+    assert total() == 2

@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ from geo_service.core.cases import (
     ServiceCatalogue,
 )
 from geo_service.core.schema import LEVELS, Level
+from geo_service.storage.cases import CaseQuery, CaseStore
 
 INTAKE_NAME = "区受理"
 INTAKE_KEY = "intake:"  # key prefix of the intake rows (never a unit code)
@@ -445,3 +447,25 @@ def stats_csv(table: pd.DataFrame, by: Level | str) -> bytes:
     for row in shown.itertuples(index=False, name=None):
         writer.writerow(["" if (v := _plain(x)) is None else v for x in row])
     return "\ufeff".encode() + buf.getvalue().encode("utf-8")
+
+
+class FrameCache:
+    """``case_frame`` of every stored case, rebuilt only when the store's revision moves:
+    statistics and maps then cost only the grouping (bench/RESULTS.md, "Cases")."""
+
+    def __init__(self, limit: int = 2_000_000) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._revision: str | None = None
+        self._frame: pd.DataFrame | None = None
+
+    def get(self, store: CaseStore) -> pd.DataFrame:
+        revision = store.revision()
+        with self._lock:
+            if self._frame is not None and self._revision == revision:
+                return self._frame
+        cases, _ = store.query(CaseQuery(limit=self.limit))
+        frame = case_frame(cases)
+        with self._lock:
+            self._revision, self._frame = revision, frame
+        return frame

@@ -24,20 +24,19 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from geo_service.analysis.casestats import (
-    case_frame,
+    FrameCache,
     case_stats,
     stats_csv,
     stats_records,
     summary,
 )
-from geo_service.core.cases import Case, parse_time
+from geo_service.core.cases import parse_time
 from geo_service.core.errors import InputError, quote
 from geo_service.core.schema import Level
 from geo_service.domain.casedesk import CaseDesk
 from geo_service.render.maps.basemaps import Basemap
 from geo_service.render.maps.cases import case_map
 from geo_service.render.maps.page import render_html
-from geo_service.storage.cases import CaseQuery
 from geo_service.web.deps import CasesDep, HeavyDep, SettingsDep, SnapshotDep
 from geo_service.web.mapoptions import page_options
 from geo_service.web.pagecache import PageCache
@@ -142,9 +141,12 @@ def period(start_text: str | None, end_text: str | None, now: datetime) -> Perio
     return Period(start, end, end or now)
 
 
-def _cases(desk: CaseDesk, p: Period) -> list[Case]:
-    cases, _ = desk.store.query(CaseQuery(start=p.start, end=p.end, limit=MAX_CASES))
-    return cases
+def _frame(request: Request, desk: CaseDesk) -> Any:
+    """Every case as a frame, cached per store revision (the period is applied later)."""
+    cache: FrameCache | None = getattr(request.app.state, "case_frames", None)
+    if cache is None:
+        cache = request.app.state.case_frames = FrameCache(MAX_CASES)
+    return cache.get(desk.store)
 
 
 def _iso(at: datetime) -> str:
@@ -160,6 +162,7 @@ def _iso(at: datetime) -> str:
     },
 )
 async def stats(
+    request: Request,
     desk: CasesDep,
     snap: SnapshotDep,
     heavy: HeavyDep,
@@ -180,7 +183,7 @@ async def stats(
     p = period(start, end, now)
 
     def answer() -> Any:
-        frame = case_frame(_cases(desk, p))
+        frame = _frame(request, desk)
         table = case_stats(frame, snap, level, p.start, p.end, now, desk.services)
         if format == "csv":
             return stats_csv(table, level)
@@ -262,7 +265,7 @@ async def cases_map(
     )
 
     def build() -> CasePage:
-        frame = case_frame(_cases(desk, p))
+        frame = _frame(request, desk)
         m = case_map(snap, options, frame, desk.services, now, by, p.start, p.end)
         html = render_html(m, options)
         return CasePage(html, map_policy(html))
