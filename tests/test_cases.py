@@ -575,3 +575,20 @@ def test_statistics_follow_every_new_case(api: TestClient) -> None:
     assert total() == 1  # the cached frame was rebuilt for the new revision
     file(api, lat="36.70", long="119.10")
     assert total() == 2
+
+
+def test_a_database_outage_is_a_503_with_retry_after(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    store = desk_of(api).store
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(store, "file", down)
+    body = {"service_code": "JM01", "lat": "36.71", "long": "119.16", "description": "占道"}
+    r = api.post("/open311/v2/requests.json", data=body)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert "nothing was changed" in r.json()["detail"]

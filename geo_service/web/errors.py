@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo_service.core.errors import InputError, NotFoundError, quote
@@ -21,6 +23,8 @@ from geo_service.domain.editing import (
 )
 from geo_service.storage.records import InvalidRecord
 from geo_service.web.responses import JSONResponse
+
+DB_RETRY_AFTER_S = 5
 
 
 class ApiError(InputError):
@@ -123,6 +127,16 @@ def install_error_handlers(app: FastAPI) -> None:
             errors.append({"field": field, "message": msg})
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return JSONResponse(_body(summary, errors), status_code=422)
+
+    # The database is down or every connection is busy: nothing was written; try again.
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            _body("the database is unavailable; nothing was changed: retry shortly", []),
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
