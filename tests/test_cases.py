@@ -261,7 +261,8 @@ def test_the_lifecycle_with_each_levels_key(api: TestClient, backend: Backend) -
     assert act(grid_key, "dispatch").status_code == 409  # not yet registered
     assert act(grid_key, "register").json()["status_text"] == "立案"
     # 延期 needs the level above: the grid officer may not, the community may
-    until = "2026-12-31T17:00:00+08:00"
+    # a month from now, in Beijing time (later than any deadline the case can have)
+    until = (datetime.now(SHANGHAI) + timedelta(days=30)).replace(microsecond=0).isoformat()
     assert act(grid_key, "extend", until=until, reason="需协调").status_code == 403
     assert act(community_key, "extend", until=until).status_code == 422  # no reason
     extended = act(community_key, "extend", until=until, reason="需协调城管中队").json()

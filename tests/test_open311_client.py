@@ -78,6 +78,7 @@ def live(snapshot: Snapshot, tmp_path: Path, hook: Receiver) -> Iterator[tuple[s
         rate_limit_enabled=False,
         webhook_url=hook.url,
         webhook_secret="s3cret",
+        case_escalation_poll_s=3600,  # the test escalates itself, with its own clock
     )
     app = create_app(settings, SnapshotStore(snapshot))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
