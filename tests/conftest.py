@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -162,27 +163,11 @@ def chromium_path() -> str:
 @pytest.fixture(scope="session")
 def live_server(snapshot: Snapshot) -> Iterator[str]:
     """A real uvicorn server on a free loopback port (for browser tests); stopped at the end."""
-    import socket
-    import threading
-    import time
+    from tests.services import app_in_thread
 
-    import uvicorn
+    def make(base: str) -> Any:
+        settings = Settings(data_dir=DATA_DIR, public_base_url=base)
+        return create_app(settings, SnapshotStore(snapshot))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(Settings(data_dir=DATA_DIR, public_base_url=base), SnapshotStore(snapshot))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with app_in_thread(make) as (base, _):
+        yield base

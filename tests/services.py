@@ -9,11 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -136,3 +136,31 @@ def _ready(proc: subprocess.Popen[bytes], log: IO[bytes], url: str, timeout_s: f
         if time.monotonic() > deadline:
             raise RuntimeError("service did not become ready")
         time.sleep(0.1)
+
+
+@contextmanager
+def app_in_thread(make_app: Callable[[str], Any], timeout_s: float = 30.0) -> Iterator[Any]:
+    """An ASGI app made by ``make_app(base_url)``, served by uvicorn in a thread on a free
+    loopback port; yields ``(base_url, app)`` and stops the server at the end."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_app(base)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield base, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from georeport import GeoReport
 
 from geo_service.core.settings import Settings
@@ -27,6 +25,7 @@ from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.core.workcalendar import SHANGHAI
 from geo_service.web.app import create_app
 from tests.backends import copy_data
+from tests.services import app_in_thread
 
 
 class Receiver:
@@ -68,29 +67,19 @@ def hook() -> Iterator[Receiver]:
 
 @pytest.fixture
 def live(snapshot: Snapshot, tmp_path: Path, hook: Receiver) -> Iterator[tuple[str, Any]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        data_dir=copy_data(tmp_path / "data"),
-        public_base_url=base,
-        rate_limit_enabled=False,
-        webhook_url=hook.url,
-        webhook_secret="s3cret",
-        case_escalation_poll_s=3600,  # the test escalates itself, with its own clock
-    )
-    app = create_app(settings, SnapshotStore(snapshot))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < end, "the server did not start"
-        time.sleep(0.05)
-    yield base, app
-    server.should_exit = True
-    thread.join(timeout=10)
+    def make(base: str) -> Any:
+        settings = Settings(
+            data_dir=copy_data(tmp_path / "data"),
+            public_base_url=base,
+            rate_limit_enabled=False,
+            webhook_url=hook.url,
+            webhook_secret="s3cret",
+            case_escalation_poll_s=3600,  # the test escalates itself, with its own clock
+        )
+        return create_app(settings, SnapshotStore(snapshot))
+
+    with app_in_thread(make) as live:
+        yield live
 
 
 def test_georeport_lists_services_and_reads_a_posted_request(live: tuple[str, Any]) -> None:

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests import rawdata
+from tests.services import app_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -416,3 +417,212 @@ def test_page_weight_under_150_kb(client: TestClient, path: str, artifacts: Path
     print(f"{path}: {wire / 1024:.1f} KB transferred, {raw / 1024:.1f} KB uncompressed")
     assert wire < 150 * 1024
     assert not re.search(r"(src|href)=\"https?://", html.split("<main>")[0]), "external asset"
+
+
+# --- issue 12: the resident's path ------------------------------------------------------------
+
+FIND_CAP_M = 3000.0  # Settings.find_max_distance_m, the default the live server runs with
+
+
+def nearest_within(lon: float, lat: float, keep: Any = lambda s: True) -> list[tuple[str, float]]:
+    return [(c, d) for c, d in nearest_by_geod(lon, lat, keep) if d <= FIND_CAP_M]
+
+
+def nearest_requests(page: Any) -> list[dict[str, list[str]]]:
+    seen: list[dict[str, list[str]]] = []
+    page.on(
+        "request",
+        lambda r: seen.append(parse_qs(urlsplit(r.url).query)) if "/nearest" in r.url else None,
+    )
+    return seen
+
+
+def test_find_with_location_refused_guides_and_a_tap_clears_the_refusal(
+    phone_refused: Phone, live_server: str
+) -> None:
+    """Refused location: the results card says what to do (no empty card), the map shows where
+    the stalls are even without tiles (no blank map), and a tap replaces the refusal."""
+    page = phone_refused.page
+    page.goto(f"{live_server}/find")
+    page.wait_for_function("() => document.querySelector('#where').textContent.includes('未允许')")
+    summary = page.text_content("#summary") or ""
+    assert "点一下地图" in summary and "3 公里内" in summary
+    active = sum(s["status"] == "active" for s in STALLS)
+    assert page.locator("#map path").count() == active  # a grey dot per active stall
+    assert page.locator("#map path.leaflet-interactive").count() == 0  # a tap is a tap
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("() => document.querySelector('#summary').textContent.includes('地图')")
+    where = page.text_content("#where") or ""
+    assert "未允许" not in where and "地图" in where
+    assert phone_refused.errors == []
+
+
+def far_point() -> tuple[float, float, float]:
+    """A tap 5 km west of the westernmost stall (the map shows the countryside too): more
+    than 3 km from every active stall."""
+    west = min(STALLS, key=lambda s: s["lon"])
+    lon, lat, _ = GEOD.fwd(west["lon"], west["lat"], 270, 5000)
+    return lon, lat, nearest_by_geod(lon, lat)[0][1]
+
+
+def test_find_lists_only_stalls_within_3_km_and_says_so_when_none(
+    phone_refused: Phone, live_server: str
+) -> None:
+    page = phone_refused.page
+    asked = nearest_requests(page)
+    lon, lat, nearest_m = far_point()
+    page.goto(f"{live_server}/find?lon={lon:.7f}&lat={lat:.7f}&crs=wgs84")
+    page.wait_for_function(
+        "() => document.querySelector('#summary').textContent.includes('内没有')"
+    )
+    assert (page.text_content("#summary") or "").startswith("3 公里内没有符合条件的修理点")
+    assert page.locator("#results > li").count() == 0
+    assert asked and float(asked[-1]["max_distance_m"][0]) == FIND_CAP_M
+    assert nearest_m > FIND_CAP_M  # the reference agrees that nothing is that near
+
+    # From the edge of the city: fewer than 10, all within 3 km (no "步行约 209 分钟").
+    for g in sorted(rawdata.geometries("grids").values(), key=lambda g: -g.area):
+        p = g.representative_point()
+        want = nearest_within(p.x, p.y)
+        if 0 < len(want) < 10:
+            break
+    assert 0 < len(want) < 10
+    page.goto(f"{live_server}/find?lon={p.x:.7f}&lat={p.y:.7f}&crs=wgs84")
+    page.wait_for_selector("#results > li")
+    rows = result_rows(page, "#results")
+    assert [r["code"] for r in rows] == [c for c, _ in want]
+    walks = page.eval_on_selector_all(
+        "#results .dist", "els => els.map(e => +e.textContent.match(/步行约 (\\d+)/)[1])"
+    )
+    assert max(walks) <= 56  # 3 km × 1.3 ÷ 70 m/min
+    assert "3 公里内" in (page.text_content("#summary") or "")
+    assert phone_refused.errors == []
+
+
+def test_find_more_on_a_stall_page_starts_from_the_stall(
+    phone_refused: Phone, live_server: str
+) -> None:
+    stall = next(s for s in STALLS if s["status"] == "active")
+    page = phone_refused.page
+    asked = nearest_requests(page)
+    page.goto(f"{live_server}/s/{stall['code']}")
+    page.click("#find-more")
+    page.wait_for_selector("#results > li")
+    q = parse_qs(urlsplit(page.url).query)
+    assert q["stall"] == [stall["code"]] and q["crs"] == ["wgs84"]
+    assert asked[-1]["crs"] == ["wgs84"]
+    lon, lat = float(asked[-1]["lon"][0]), float(asked[-1]["lat"][0])
+    assert GEOD.inv(lon, lat, stall["lon"], stall["lat"])[2] < 0.05
+    where = page.text_content("#where") or ""
+    assert stall["name"] in where and "出发" in where and "未允许" not in where
+    rows = result_rows(page, "#results")
+    want = nearest_within(stall["lon"], stall["lat"])[:10]
+    assert [r["code"] for r in rows] == [c for c, _ in want]
+    assert rows[0]["code"] == stall["code"]  # it is the nearest to its own spot
+    page.wait_for_timeout(300)
+    # the map is centred on the stall: its GCJ-02 point is where the red marker is
+    centre = page.evaluate(
+        "() => { const p = document.querySelector('#map path.leaflet-interactive');"
+        " const b = p.getBoundingClientRect(); return [b.x + b.width / 2, b.y + b.height / 2]; }"
+    )
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    assert box["x"] < centre[0] < box["x"] + box["width"]
+    assert box["y"] < centre[1] < box["y"] + box["height"]
+    assert phone_refused.errors == []
+
+
+@pytest.fixture(scope="module")
+def relocated_server(snapshot: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A live server whose data has three relocated stalls: to another stall (by code), to a
+    point with an address, and to nowhere recorded."""
+
+    from geo_service.core.settings import Settings
+    from geo_service.core.snapshot import SnapshotStore, build_snapshot
+    from geo_service.web.app import create_app
+
+    active = [s for s in STALLS if s["status"] == "active"]
+    by_code, by_point, unknown, target = active[10], active[11], active[12], active[40]
+    wlon, wlat, _ = GEOD.fwd(by_point["lon"], by_point["lat"], 45, 600)
+    frame = snapshot.stalls.frame.copy()
+    for code, values in [
+        (by_code["code"], {"status": "relocated", "moved_to_code": target["code"]}),
+        (by_point["code"], {"status": "relocated", "moved_to_lon": round(wlon, 7),
+                            "moved_to_lat": round(wlat, 7), "moved_to_address": "新址路 1 号"}),
+        (unknown["code"], {"status": "relocated"}),
+    ]:  # fmt: skip
+        for k, v in values.items():
+            frame.loc[frame["code"] == code, k] = v
+    snap = build_snapshot(
+        {"grids": snapshot.grids.frame, "stalls": frame,
+         "vendor_clusters": snapshot.vendor_clusters.frame},  # type: ignore[dict-item]
+        name="t", version="t", projection=snapshot.projection,
+    )  # fmt: skip
+    cases = {"by_code": (by_code, target), "by_point": (by_point, (wlon, wlat)),
+             "unknown": (unknown, None)}  # fmt: skip
+    with app_in_thread(
+        lambda base: create_app(Settings(public_base_url=base), SnapshotStore(snap))
+    ) as (base, _):
+        yield base, cases
+
+
+def nav_hrefs(page: Any) -> dict[str, str]:
+    return {
+        a["app"]: a["href"]
+        for a in page.eval_on_selector_all(
+            "#nav a", "els => els.map(e => ({app: e.dataset.app, href: e.href}))"
+        )
+    }
+
+
+def assert_nav_goes_to(links: dict[str, str], lon: float, lat: float) -> None:
+    """Amap and Apple get GCJ-02, Baidu BD-09 of the WGS84 point (prcoords), within 0.5 m."""
+    g = prcoords.wgs_gcj(prcoords.Coords(lat, lon))
+    b = prcoords.wgs_bd(prcoords.Coords(lat, lon))
+    amap = parse_qs(urlsplit(links["amap"]).query)
+    x, y = map(float, amap["position"][0].split(","))
+    assert amap["coordinate"] == ["gaode"] and GEOD.inv(x, y, g.lon, g.lat)[2] < 0.5
+    y, x = map(float, parse_qs(urlsplit(links["baidu"]).query)["location"][0].split(","))
+    assert GEOD.inv(x, y, b.lon, b.lat)[2] < 0.5
+    y, x = map(float, parse_qs(urlsplit(links["apple"]).query)["ll"][0].split(","))
+    assert GEOD.inv(x, y, g.lon, g.lat)[2] < 0.5
+
+
+def test_relocated_stall_pages_navigate_to_the_new_place(
+    phone: Phone, relocated_server: tuple[str, dict[str, Any]], artifacts: Path
+) -> None:
+    base, cases = relocated_server
+    page = phone.page
+
+    stall, target = cases["by_code"]
+    page.goto(f"{base}/s/{stall['code']}")
+    note = page.text_content("#moved-to") or ""
+    assert "已迁址" in note and target["name"] in note
+    assert page.get_attribute("#moved-to a", "href") == f"/s/{target['code']}"
+    assert_nav_goes_to(nav_hrefs(page), target["lon"], target["lat"])
+    far = GEOD.inv(stall["lon"], stall["lat"], target["lon"], target["lat"])[2]
+    assert far > 100  # so a link to the old spot could not pass
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "stall-relocated.png"), full_page=True)
+
+    stall, (lon, lat) = cases["by_point"]
+    page.goto(f"{base}/s/{stall['code']}")
+    assert "新址路 1 号" in (page.text_content("#moved-to") or "")
+    assert page.text_content("#new-address") == "新址路 1 号"
+    links = nav_hrefs(page)
+    assert_nav_goes_to(links, lon, lat)
+    assert parse_qs(urlsplit(links["amap"]).query)["name"] == [f"{stall['name']}（新址）"]
+
+    stall, _ = cases["unknown"]
+    page.goto(f"{base}/s/{stall['code']}")
+    assert "新址未登记" in (page.text_content("#moved-to") or "")
+    assert page.locator("#nav a").count() == 0 and page.locator("#no-nav").count() == 1
+
+    # /find never lists a relocated stall (inactive) at its old spot
+    page.goto(f"{base}/find?lon={stall['lon']:.7f}&lat={stall['lat']:.7f}&crs=wgs84")
+    page.wait_for_selector("#results > li")
+    codes = [r["code"] for r in result_rows(page, "#results")]
+    assert not {c["code"] for c, _ in cases.values()} & set(codes)
+    assert phone.errors == []

@@ -10,10 +10,7 @@ and what the pages did is checked in the case store and through the public API.
 from __future__ import annotations
 
 import re
-import socket
 import struct
-import threading
-import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +28,6 @@ import httpx
 import prcoords
 import pyproj
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 from playwright.sync_api import Browser, Page, Request, sync_playwright
@@ -43,6 +39,7 @@ from geo_service.storage.cases import CaseQuery
 from geo_service.web.app import create_app
 from tests.backends import copy_data
 from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
+from tests.services import app_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -125,32 +122,19 @@ def serve_real_app(snapshot: Snapshot, data_dir: Path) -> Iterator[Live]:
     """``create_app`` over a copy of data/ in ``data_dir``, served in a thread on a free port.
     The escalation timer is set far apart: tests that file overdue cases move the clock
     themselves and must not see them escalate under their feet."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(
-        data_dir=copy_data(data_dir),
-        public_base_url=base,
-        rate_limit_enabled=False,
-        database_url=None,
-        case_escalation_poll_s=3600,
-    )
-    app = create_app(settings, SnapshotStore(snapshot))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
+
+    def make(base: str) -> Any:
+        settings = Settings(
+            data_dir=copy_data(data_dir),
+            public_base_url=base,
+            rate_limit_enabled=False,
+            database_url=None,
+            case_escalation_poll_s=3600,
+        )
+        return create_app(settings, SnapshotStore(snapshot))
+
+    with app_in_thread(make) as (base, app):
         yield Live(base, app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,6 @@ tile request that arrives proves the CSP allowed it), anything else is aborted a
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +20,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from geo_service.core.settings import Settings
 from geo_service.web.app import create_app
 from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
 from tests.hostile import HERE, Hostile, write_hostile_data
+from tests.services import app_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -53,21 +50,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Hostile:
 
 @pytest.fixture(scope="module")
 def base_url(hostile: Hostile) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    base = f"http://127.0.0.1:{port}"
-    app = create_app(Settings(data_dir=hostile.data_dir, public_base_url=base))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.05)
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    def make(base: str) -> Any:
+        return create_app(Settings(data_dir=hostile.data_dir, public_base_url=base))
+
+    with app_in_thread(make) as (base, _):
+        yield base
 
 
 @pytest.fixture(scope="module")

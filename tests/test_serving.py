@@ -279,6 +279,10 @@ def test_serve_as_shipped(access_log: bool, tmp_path: object) -> None:
         "lon=119.16&lat=36.71&crs=mars",
         "lon=119.16&lat=36.71&lon=119.2",  # repeated: the last value, as Starlette reads it
         "lon=%31%31%39.16&lat=36.71",
+        "lon=119.16&lat=36.71&district=370702",  # unknown: 400 naming it (issue 12)
+        "lon=119.16&lat=36.71&k=5&format=csv",  # several unknown
+        "lon=abc&lat=36.71&x-unknown=1",  # the unknown parameter is named first
+        "lon=119.16&lat=36.71&crs=",  # declared, blank
     ],
 )
 def test_the_fast_lane_answers_exactly_as_the_route(

@@ -18,7 +18,18 @@ import numpy.typing as npt
 from geo_service.core import hours
 from geo_service.core.crs import FloatArray
 from geo_service.core.index import IntArray
-from geo_service.core.schema import CLUSTER_KINDS, SERVICES, LayerName
+from geo_service.core.schema import (
+    CLUSTER_KINDS,
+    MOVED_TO_ADDRESS,
+    MOVED_TO_CODE,
+    MOVED_TO_FIELDS,
+    MOVED_TO_LAT,
+    MOVED_TO_LON,
+    SERVICES,
+    LayerName,
+    Status,
+    present,
+)
 from geo_service.core.snapshot import PointLayer, Snapshot
 
 BoolArray = npt.NDArray[np.bool_]
@@ -113,11 +124,62 @@ def in_bbox(
     return idx if mask is None else idx[mask[idx]]
 
 
+MAX_MOVES = 8  # a chain of relocations followed this far (and never round a loop)
+
+
+def destination(layer: PointLayer, i: int) -> dict[str, Any] | None:
+    """Where a relocated facility went, or None when that is not recorded (新址未登记).
+
+    ``moved_to_code`` names the facility at the new place: its point, name and address win,
+    and a chain (moved again since) is followed to its end. Otherwise ``moved_to_lon`` /
+    ``moved_to_lat`` (WGS84) with ``moved_to_address``. Always ``lon``/``lat`` (WGS84),
+    ``code`` and ``name`` when a facility is named, ``address`` when known."""
+    rec = layer.records[i]
+    if rec.get("status") != Status.relocated.value:
+        return None
+    seen = {i}
+    here = rec
+    for _ in range(MAX_MOVES):
+        j = layer.position.get(str(here.get(MOVED_TO_CODE) or "").strip().upper())
+        if j is None or j in seen:
+            break
+        seen.add(j)
+        here = layer.records[j]
+        if here.get("status") != Status.relocated.value:
+            break
+    if here is not rec and present(here.get("lon")):
+        return {
+            "code": here["code"],
+            "name": here.get("name"),
+            "address": here.get("address"),
+            "status": here.get("status"),
+            "lon": here["lon"],
+            "lat": here["lat"],
+        }
+    if present(rec.get(MOVED_TO_LON)) and present(rec.get(MOVED_TO_LAT)):
+        return {
+            "code": rec.get(MOVED_TO_CODE),
+            "name": None,
+            "address": rec.get(MOVED_TO_ADDRESS),
+            "status": None,
+            "lon": round(float(rec[MOVED_TO_LON]), 7),
+            "lat": round(float(rec[MOVED_TO_LAT]), 7),
+        }
+    return None
+
+
 def describe(layer: PointLayer, i: int, at: datetime | None = None) -> dict[str, Any]:
-    """A facility's record plus what a resident needs to read it at ``at``."""
-    rec = dict(layer.records[i])
+    """A facility's record plus what a resident needs to read it at ``at``; a relocated one
+    says where it went (``moved_to``, null when not recorded)."""
+    rec = {
+        k: v
+        for k, v in layer.records[i].items()
+        if k not in MOVED_TO_FIELDS or present(v)  # absent relocation fields are left out
+    }
     rec["open_now"] = hours.is_open(rec.get("hours"), at, rec.get("status") or "")
     rec["hours_text"] = hours.describe(rec.get("hours"))
+    if rec.get("status") == Status.relocated.value:
+        rec["moved_to"] = destination(layer, i)
     return rec
 
 

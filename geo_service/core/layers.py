@@ -198,6 +198,7 @@ def validate_layer(
     for f in schema.fields:
         df[f.name], fbad = _check_field(df[f.name], f, rownum, codes, report, strict)
         bad |= fbad
+    bad |= _check_rows(df, schema, rownum, codes, report, bad)
 
     df, gbad = _check_geometry(df, schema, rownum, codes, report)
     bad |= gbad
@@ -338,6 +339,42 @@ def _check_field(
         if action == "rejected":
             bad |= failed
     return values, bad
+
+
+def _check_rows(
+    df: pd.DataFrame,
+    schema: LayerSchema,
+    rownum: np.ndarray,
+    codes: pd.Series,
+    report: LoadReport,
+    bad: np.ndarray,
+) -> np.ndarray:
+    """The schema's checks across fields, on rows whose fields passed."""
+    out = np.zeros(len(df), dtype=bool)
+    if not schema.row_checks or not len(df):
+        return out
+    names = schema.field_names()
+    for pos, row in enumerate(df[names].to_dict("records")):
+        if bad[pos]:
+            continue
+        for rc in schema.row_checks:
+            message = rc.check(row)
+            if message is None:
+                continue
+            code = codes.iloc[pos]
+            report.problems.append(
+                Problem(
+                    int(rownum[pos]),
+                    None if _missing(code) else str(code),
+                    rc.field,
+                    message,
+                    rc.action,
+                )
+            )
+            if rc.action == "rejected":
+                out[pos] = True
+                break
+    return out
 
 
 def _check_geometry(

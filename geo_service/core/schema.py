@@ -5,8 +5,9 @@ The schema is data, so import, validation and the PostGIS backend read the same 
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -49,12 +50,25 @@ class Field:
 
 
 @dataclass(frozen=True)
+class RowCheck:
+    """A check across the fields of one row: a message, or None when the row is fine.
+
+    Unlike a field check, its action holds in strict validation too: a "warning" keeps the
+    row in an import as well (the edit API makes its own, stricter, demands)."""
+
+    field: str  # the field the problem is reported on
+    check: Callable[[Mapping[str, object]], str | None]
+    action: Literal["rejected", "warning"] = "rejected"
+
+
+@dataclass(frozen=True)
 class LayerSchema:
     name: LayerName
     geometry: str  # "polygon" or "point"
     fields: tuple[Field, ...]
     title: str
     extra_fields: tuple[str, ...] = field(default=())
+    row_checks: tuple[RowCheck, ...] = field(default=())
 
     @property
     def code_field(self) -> Field:
@@ -103,6 +117,58 @@ CLUSTER_KINDS = tuple(k.value for k in ClusterKind)
 VERSION_FIELD = "version"
 VERSION = Field(VERSION_FIELD, FieldType.integer, required=False, minimum=1)
 
+# Where a relocated stall went: the code of the stall at its new place (its page, hours and
+# point then come from that stall), and/or the new point (WGS84) with an address. Read only
+# while the status is relocated; a relocation without either is "新址未登记".
+MOVED_TO_CODE, MOVED_TO_LON, MOVED_TO_LAT, MOVED_TO_ADDRESS = (
+    "moved_to_code",
+    "moved_to_lon",
+    "moved_to_lat",
+    "moved_to_address",
+)
+MOVED_TO_FIELDS = (MOVED_TO_CODE, MOVED_TO_LON, MOVED_TO_LAT, MOVED_TO_ADDRESS)
+
+
+def present(value: object) -> bool:
+    """A value is there: not None, not NaN, not blank text."""
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return not (isinstance(value, str) and not value.strip())
+
+
+def _in_range(low: float, high: float) -> FieldCheck:
+    def check(value: object) -> str | None:
+        v = float(value)  # type: ignore[arg-type]
+        return None if low <= v <= high else f"must lie within {low:g}..{high:g} (WGS84 degrees)"
+
+    return check
+
+
+def relocation_missing(row: Mapping[str, object]) -> str | None:
+    """A relocated stall that does not say where it went (no code, no point)."""
+    if row.get("status") != Status.relocated.value:
+        return None
+    if present(row.get(MOVED_TO_CODE)) or present(row.get(MOVED_TO_LON)):
+        return None
+    return (
+        f"status relocated without {MOVED_TO_CODE} or {MOVED_TO_LON}/{MOVED_TO_LAT}: "
+        "the page can only say 新址未登记"
+    )
+
+
+def _moved_to_pair(row: Mapping[str, object]) -> str | None:
+    if present(row.get(MOVED_TO_LON)) != present(row.get(MOVED_TO_LAT)):
+        return f"give both {MOVED_TO_LON} and {MOVED_TO_LAT}, or neither"
+    return None
+
+
+def _moved_to_itself(row: Mapping[str, object]) -> str | None:
+    code = row.get(MOVED_TO_CODE)
+    return "a stall cannot move to itself" if present(code) and code == row.get("code") else None
+
+
 GRIDS = LayerSchema(
     name=LayerName.grids,
     geometry="polygon",
@@ -139,7 +205,17 @@ STALLS = LayerSchema(
         Field("phone", required=False),
         Field("grid_code", required=False, pattern=r"^\d{15}$"),
         Field("opened", required=False),
+        Field(MOVED_TO_CODE, required=False, pattern=r"^[A-Z]{2,5}-\d{6}-\d{2,4}$"),
+        Field(MOVED_TO_LON, FieldType.number, required=False, checks=(_in_range(-180, 180),)),
+        Field(MOVED_TO_LAT, FieldType.number, required=False, checks=(_in_range(-90, 90),)),
+        Field(MOVED_TO_ADDRESS, required=False),
         VERSION,
+    ),
+    row_checks=(
+        RowCheck(MOVED_TO_LAT, _moved_to_pair),
+        RowCheck(MOVED_TO_CODE, _moved_to_itself),
+        # Stored and imported data keep such a stall (warned); an edit must say where it went.
+        RowCheck(MOVED_TO_CODE, relocation_missing, "warning"),
     ),
 )
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="Street distance / straight-line distance for walk_minutes (about 1.3 in "
         "a city street grid)",
     )
+    find_max_distance_m: float = Field(
+        3000.0,
+        gt=0,
+        description="The resident pages (/find, a stall page's nearby stalls) list stalls within "
+        "this many metres (3 km: about 55 minutes' walk at the default speed and detour)",
+    )
     heavy_threads: int = Field(
         2, ge=1, description="Threads per worker for heavy requests (maps, coverage, bulk locate)"
     )

@@ -1,10 +1,10 @@
 """API keys and roles: who may change what.
 
 The public reads without a key. An officer's key may change the status and hours of stalls and
-vendor clusters lying in that officer's own grids: either a fixed list of grid codes, or every
-grid whose ``officer_name`` is the key's officer (so reassigning a grid moves the right with it).
-An admin's key may do everything. Keys are stored only as salted scrypt hashes; the secret is
-shown once, when the key is made.
+vendor clusters (and where a relocated stall went) lying in that officer's own grids: either a
+fixed list of grid codes, or every grid whose ``officer_name`` is the key's officer (so
+reassigning a grid moves the right with it). An admin's key may do everything. Keys are stored
+only as salted scrypt hashes; the secret is shown once, when the key is made.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import ClassVar
 
 from geo_service.core.principal import ApiKeyRecord, Principal, Role, now_iso
-from geo_service.core.schema import LayerName
+from geo_service.core.schema import MOVED_TO_FIELDS, LayerName
 
 KEY_PREFIX = "gsk"
 # Secrets are 192 random bits, so no hash needs to be slow to resist guessing; a salted scrypt
@@ -28,8 +28,9 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 1
 
 
 # What an officer may change, per layer; admins may change everything, the public nothing.
+# A stall's relocation is a status with a destination, so the destination goes with the status.
 OFFICER_FIELDS: dict[LayerName, frozenset[str]] = {
-    LayerName.stalls: frozenset({"status", "hours"}),
+    LayerName.stalls: frozenset({"status", "hours", *MOVED_TO_FIELDS}),
     LayerName.vendor_clusters: frozenset({"status", "hours"}),
 }
 

@@ -14,14 +14,27 @@ from typing import Any
 import numpy as np
 
 from geo_service.core.crs import PointCRS, to_wgs84
+from geo_service.core.layers import Problem
 from geo_service.core.principal import Principal
-from geo_service.core.schema import SCHEMAS, VERSION_FIELD, LayerName
+from geo_service.core.schema import (
+    MOVED_TO_CODE,
+    MOVED_TO_FIELDS,
+    SCHEMAS,
+    VERSION_FIELD,
+    LayerName,
+    relocation_missing,
+)
 from geo_service.core.snapshot import Snapshot
 from geo_service.core.versions import IfMatch
 from geo_service.domain.auth import check_admin, check_fields, check_grid
 from geo_service.domain.validation import FileValidation
 from geo_service.storage.base import Backend, Mutation, ReplaceResult
-from geo_service.storage.records import Record, records_from_frame, validate_record
+from geo_service.storage.records import (
+    InvalidRecord,
+    Record,
+    records_from_frame,
+    validate_record,
+)
 
 POINT_LAYERS = (LayerName.stalls, LayerName.vendor_clusters)
 # A grid's geometry and codes change only with a whole new survey (``replace``), where the
@@ -91,6 +104,15 @@ def _feature(properties: dict[str, Any], geometry: dict[str, Any]) -> dict[str, 
     return {"type": "Feature", "properties": properties, "geometry": geometry}
 
 
+def _require_destination(rec: Record) -> Record:
+    """A write that records a relocation must say where the stall went (stored data and
+    imports only warn: a relocation recorded before destinations existed stays readable)."""
+    message = relocation_missing(rec.properties)
+    if message is not None:
+        raise InvalidRecord([Problem(None, rec.code, MOVED_TO_CODE, message)])
+    return rec
+
+
 class PreconditionRequired(EditError):
     """An update without ``If-Match``: the client must say which version it changes."""
 
@@ -103,7 +125,8 @@ def create(
     def run(current: Record | None) -> Record:
         if current is not None:
             raise AlreadyExists(f"{layer.value} {current.code} exists already")
-        return validate_record(layer, _feature({**properties, VERSION_FIELD: 1}, geometry))
+        rec = validate_record(layer, _feature({**properties, VERSION_FIELD: 1}, geometry))
+        return _require_destination(rec)
 
     return run
 
@@ -130,7 +153,12 @@ def update(
         if not if_match.matches(current.version):
             raise VersionConflict(current, if_match)
         props = {**current.properties, **changes}
-        return validate_record(layer, _feature(props, geometry or current.geometry))
+        rec = validate_record(layer, _feature(props, geometry or current.geometry))
+        # Only an edit of the relocation itself must complete it: fixing another field of a
+        # stall relocated before destinations were recorded stays possible.
+        if {"status", *MOVED_TO_FIELDS} & set(changes):
+            _require_destination(rec)
+        return rec
 
     return run
 

@@ -75,7 +75,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     hash text NOT NULL, grids text[] NOT NULL DEFAULT '{}', officer text,
     created timestamptz NOT NULL, revoked timestamptz);
 """
-SCHEMA_VERSION = 1
+# 2: stalls gained moved_to_code / moved_to_lon / moved_to_lat / moved_to_address (where a
+# relocated stall went); ``migrate`` adds them to an existing table, NULL for every row.
+SCHEMA_VERSION = 2
 AUDIT_COLUMNS = COLUMNS[1:]  # all but id, which the table assigns
 
 

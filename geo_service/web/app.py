@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -18,6 +18,7 @@ from geo_service.domain.auth import KeyVerifier
 from geo_service.runtime import open_runtime
 from geo_service.storage.base import Backend
 from geo_service.web.compression import GZip
+from geo_service.web.deps import reject_unknown_query
 from geo_service.web.errors import install_error_handlers
 from geo_service.web.fastlane import LocateFastLane
 from geo_service.web.limits import BodyLimitMiddleware, body_caps
@@ -32,6 +33,7 @@ from geo_service.web.routers import (
     coverage,
     edits,
     grids,
+    home,
     maps,
     officerpages,
     open311,
@@ -93,6 +95,8 @@ def create_app(
         default_response_class=JSONResponse,
         lifespan=lifespan,
         static_url="/static/docs",
+        # Every JSON API route refuses query parameters it does not declare (pages do not).
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.runtime = rt
@@ -132,6 +136,7 @@ def create_app(
     app.include_router(cases.router)
     app.include_router(reportpages.router)
     app.include_router(officerpages.router)
+    app.include_router(home.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_openapi(app)
     return app

@@ -27,7 +27,8 @@ from geo_service.domain.editing import officer_grids
 from geo_service.storage.base import Backend
 from geo_service.storage.media import MediaStore
 from geo_service.storage.reloader import Reloader
-from geo_service.web.errors import bad_request, unauthorized
+from geo_service.web.errors import bad_request, is_api_path, unauthorized, unknown_query
+from geo_service.web.links import declared_query_params, route_path
 from geo_service.web.offload import HeavyPool
 
 
@@ -323,3 +324,18 @@ def get_optional_principal(
 CasesDep = Annotated[CaseDesk, Depends(_cases_dependency)]
 MediaDep = Annotated[MediaStore, Depends(_media_dependency)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """On the JSON API, a query parameter the route does not declare is a 400 naming it.
+
+    Ignoring it silently answers a different question than the one asked (``?district=`` on a
+    route without that filter returned every feature). Installed once, on the app; pages and
+    maps stay tolerant (they are opened from links carrying tracking parameters).
+    """
+    if not request.scope.get("query_string") or not is_api_path(route_path(request.scope)):
+        return
+    known = declared_query_params(request)
+    unknown = {k for k in request.query_params if k not in known}
+    if unknown:
+        raise unknown_query(unknown, known)

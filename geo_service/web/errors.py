@@ -1,12 +1,24 @@
-"""Every bad input becomes a 4xx JSON body that says what is wrong, never a 5xx."""
+"""Every bad input becomes a 4xx answer that says what is wrong, never a 5xx.
+
+API routes (``/api``, ``/open311``, ``/healthz``, ``/readyz``, ``/openapi.json``, ``/static``,
+``/maps/data``) answer the JSON body ``{"detail", "errors"}``; the pages people open in a browser
+(``/``, ``/find``, ``/s/…``, ``/report``, ``/cases/…/page``, ``/officer``, ``/maps/…``), and an
+unknown path asked for by a browser (``Accept`` with ``text/html``, without JSON), answer a Chinese
+error page (``error.html``) with the same status. The choice is made here, once, for every
+handler below.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path as FsPath
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,9 +34,86 @@ from geo_service.domain.editing import (
     VersionConflict,
 )
 from geo_service.storage.records import InvalidRecord
+from geo_service.web.links import route_path
 from geo_service.web.responses import JSONResponse
 
 DB_RETRY_AFTER_S = 5
+TEMPLATES = Jinja2Templates(
+    directory=FsPath(__file__).resolve().parents[1] / "render" / "templates"
+)
+
+# Paths that always answer JSON (or files), whatever the client accepts.
+JSON_PREFIXES = ("/api/", "/open311/", "/static/", "/maps/data/")
+JSON_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+# The JSON API proper: its routes refuse query parameters they do not declare.
+API_PREFIXES = ("/api/", "/open311/")
+HTML_PATHS = frozenset({"/", "/find", "/report", "/officer"})
+
+STATUS_TEXT = {
+    400: ("请求有误", "这个链接的参数无法识别，请检查链接是否完整。"),
+    401: ("需要登录", "这个页面需要有效的密钥，请先登录。"),
+    403: ("没有权限", "您的密钥无权进行这项操作。"),
+    404: ("页面不存在", "没有找到您要打开的页面，链接可能有误或已失效。"),
+    405: ("不支持的操作", "这个页面不支持这种访问方式。"),
+    409: ("内容已被修改", "别人刚刚修改了这里的内容，请刷新后再试。"),
+    410: ("已不再提供", "您要找的内容已经撤销。"),
+    413: ("内容太大", "提交的内容超过了允许的大小。"),
+    422: ("参数有误", "链接中的参数不正确，请检查后重试。"),
+    428: ("需要版本号", "修改前请先读取最新版本。"),
+    429: ("访问太频繁", "请稍等片刻再试。"),
+    503: ("服务繁忙", "服务暂时繁忙或正在加载数据，请稍后再试。"),
+}
+
+
+def is_api_path(path: str) -> bool:
+    """A route of the JSON API, where undeclared query parameters are refused."""
+    return path.startswith(API_PREFIXES)
+
+
+def is_html_path(path: str) -> bool:
+    """A page people open in a browser: its errors are Chinese pages, not JSON."""
+    if path in HTML_PATHS or path.startswith("/s/"):
+        return True
+    if path.startswith("/cases/") and path.endswith("/page"):
+        return True
+    return path.startswith("/maps/") and not path.startswith("/maps/data/")
+
+
+def _is_json_path(path: str) -> bool:
+    return path in JSON_PATHS or path.startswith(JSON_PREFIXES)
+
+
+def _accepts_only_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "").lower()
+    return ("text/html" in accept or "xhtml" in accept) and "json" not in accept
+
+
+def _app_path(request: Request) -> str:
+    """The path below the app's own ``root_path`` (a mount such as ``/static`` moves
+    ``root_path`` to itself; ``app_root_path`` keeps the app's)."""
+    scope = request.scope
+    root = str(scope.get("app_root_path", scope.get("root_path", "")))
+    return route_path({**scope, "root_path": root})
+
+
+def wants_html(request: Request) -> bool:
+    """Answer this request's error with a page: an HTML route, or a browser on an unknown path."""
+    path = _app_path(request)
+    if is_html_path(path):
+        return True
+    if _is_json_path(path) or request.scope.get("route") is not None:
+        return False
+    return _accepts_only_html(request)
+
+
+def unknown_query(unknown: Iterable[str], known: Iterable[str]) -> InputError:
+    """400 naming the query parameters a route does not take (they would be silently ignored)."""
+    names = sorted(unknown)
+    takes = ", ".join(sorted(known)) or "no query parameters"
+    word = "parameter" if len(names) == 1 else "parameters"
+    message = f"unknown query {word} {', '.join(map(quote, names))}; this endpoint takes: {takes}"
+    errors = [{"field": n, "message": "unknown query parameter"} for n in names]
+    return ApiError(400, message, extra={"errors": errors})
 
 
 class ApiError(InputError):
@@ -81,18 +170,56 @@ def error_response(exc: InputError) -> JSONResponse:
     return JSONResponse({**_body(msg, errors), **extra}, status_code=exc.status, headers=headers)
 
 
+def _dataset(request: Request) -> str:
+    try:
+        return str(request.app.state.store.get().name)
+    except (AttributeError, RuntimeError):
+        return ""
+
+
+def error_page(request: Request, status: int, detail: str, headers: Any = None) -> Response:
+    """The Chinese error page: the status, what it means, links home."""
+    title, explanation = STATUS_TEXT.get(
+        status, ("出错了", "请求没有完成。") if status < 500 else ("服务出错", "请稍后再试。")
+    )
+    root = str(request.scope.get("root_path", ""))
+    ctx = {
+        "request": request,
+        "root": root,
+        "static": root + "/static",
+        "dataset": _dataset(request),
+        "status": status,
+        "title": title,
+        "explanation": explanation,
+        "detail": detail,
+    }
+    headers = {**(headers or {}), "Cache-Control": "no-store"}
+    return TEMPLATES.TemplateResponse(request, "error.html", ctx, status, headers)
+
+
+def _answer(request: Request, body: dict[str, Any], status: int, headers: Any = None) -> Response:
+    """``body`` as JSON, or the error page when the request is a browser's page."""
+    if wants_html(request):
+        return error_page(request, status, str(body.get("detail", "")), headers)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
-    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+    async def _input_error(request: Request, exc: InputError) -> Response:
+        if wants_html(request):
+            headers = exc.headers if isinstance(exc, ApiError) else None
+            msg = f"{exc.field}: {exc.message}" if exc.field else exc.message
+            return error_page(request, exc.status, msg, headers)
         return error_response(exc)
 
     # Refused edits (nothing was changed): the core's reasons mapped to their HTTP status.
     @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse(_body(str(exc), []), status_code=403)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        return _answer(request, _body(str(exc), []), 403)
 
     @app.exception_handler(EditError)
-    async def _edit(request: Request, exc: EditError) -> JSONResponse:
+    async def _edit(request: Request, exc: EditError) -> Response:
         body = _body(str(exc), [])
         headers = None
         if isinstance(exc, VersionConflict):
@@ -105,14 +232,14 @@ def install_error_handlers(app: FastAPI) -> None:
             VersionConflict: 409,
             PreconditionRequired: 428,
         }.get(type(exc), 400)
-        return JSONResponse(body, status_code=status, headers=headers)
+        return _answer(request, body, status, headers)
 
     @app.exception_handler(InvalidRecord)
-    async def _invalid(request: Request, exc: InvalidRecord) -> JSONResponse:
-        return JSONResponse(_body(str(exc), _problems(exc.problems)), status_code=422)
+    async def _invalid(request: Request, exc: InvalidRecord) -> Response:
+        return _answer(request, _body(str(exc), _problems(exc.problems)), 422)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = []
         for e in exc.errors():
             field = _loc(e.get("loc", ()))
@@ -126,23 +253,22 @@ def install_error_handlers(app: FastAPI) -> None:
                 msg = f"{msg} (got {quote(inp)})"
             errors.append({"field": field, "message": msg})
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
-        return JSONResponse(_body(summary, errors), status_code=422)
+        return _answer(request, _body(summary, errors), 422)
 
     # The database is down or every connection is busy: nothing was written; try again.
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        return _answer(
+            request,
             _body("the database is unavailable; nothing was changed: retry shortly", []),
-            status_code=503,
-            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+            503,
+            {"Retry-After": str(DB_RETRY_AFTER_S)},
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such path: {request.url.path}"
-        return JSONResponse(
-            _body(detail, []), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return _answer(request, _body(detail, []), exc.status_code, getattr(exc, "headers", None))

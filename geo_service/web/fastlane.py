@@ -17,13 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_service.core.errors import InputError
 from geo_service.core.snapshot import SnapshotStore
-from geo_service.web.deps import parse_point_query
-from geo_service.web.errors import error_response
+from geo_service.web.deps import POINT_QUERY_OPENAPI, parse_point_query
+from geo_service.web.errors import error_response, unknown_query
 from geo_service.web.responses import dumps
 from geo_service.web.routers.grids import locate_body
 
 PATH = "/api/v1/grids/locate"
 JSON = [(b"content-type", b"application/json")]
+# The route's declared parameters: anything else is refused, as ``deps.reject_unknown_query``
+# refuses it on every API route.
+PARAMS = frozenset(p["name"] for p in POINT_QUERY_OPENAPI)
 
 
 class LocateFastLane:
@@ -36,8 +39,11 @@ class LocateFastLane:
             await self.app(scope, receive, send)
             return
         # As Starlette's QueryParams reads it: latin-1 bytes, percent-decoded, last value wins.
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        items = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        query = dict(items)
         try:
+            if not PARAMS.issuperset(query):
+                raise unknown_query(set(query) - PARAMS, PARAMS)
             body = dumps(locate_body(self.store.get(), parse_point_query(query)))
         except InputError as exc:
             await error_response(exc)(scope, receive, send)

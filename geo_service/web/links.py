@@ -34,7 +34,7 @@ def declared_query_params(request: Request) -> frozenset[str]:
     hit = _declared.get(id(route))
     if hit is not None and hit[0]() is route:
         return hit[1]
-    names = frozenset(_query_names(route.dependant))
+    names = frozenset(_query_names(route.dependant) | _documented_query_names(route))
     with _lock:
         _declared[id(route)] = (weakref.ref(route), names)
     return names
@@ -46,6 +46,12 @@ def _query_names(dependant: Dependant) -> set[str]:
     for sub in dependant.dependencies:
         names |= _query_names(sub)
     return names
+
+
+def _documented_query_names(route: APIRoute) -> set[str]:
+    """Query parameters a route reads by hand and documents in ``openapi_extra`` (GET locate)."""
+    params = (route.openapi_extra or {}).get("parameters", [])
+    return {p["name"] for p in params if isinstance(p, dict) and p.get("in") == "query"}
 
 
 def route_path(scope: Scope) -> str:

@@ -166,7 +166,10 @@ class RejectedUpload(ErrorBody):
     )
 
 
-CRS_OF_BODY = "CRS of lon/lat: wgs84 (default), cgcs2000, gcj02 (Amap, WeChat), bd09 (Baidu)"
+CRS_OF_BODY = (
+    "CRS of lon/lat (and of a stall's moved_to_lon/moved_to_lat): wgs84 (default), cgcs2000, "
+    "gcj02 (Amap, WeChat), bd09 (Baidu)"
+)
 _PY_TYPES: dict[FieldType, Any] = {
     FieldType.text: str,
     FieldType.integer: int,
@@ -267,10 +270,29 @@ class FacilityBase(BaseModel):
     )
 
 
+class MovedTo(BaseModel):
+    code: str | None = Field(None, description="The stall at the new place, when it has one")
+    name: str | None = None
+    address: str | None = None
+    status: str | None = Field(None, description="Status of the stall at the new place")
+    lon: float = Field(description="WGS84 longitude of the new place")
+    lat: float = Field(description="WGS84 latitude of the new place")
+
+
 class Stall(FacilityBase):
     services: list[Literal["修鞋", "修车", "修锁配钥匙"]]
     phone: str | None = None
     opened: str | None = None
+    moved_to_code: str | None = Field(None, description="Relocated: the stall at the new place")
+    moved_to_lon: float | None = Field(None, description="Relocated: new point, WGS84")
+    moved_to_lat: float | None = Field(None, description="Relocated: new point, WGS84")
+    moved_to_address: str | None = Field(None, description="Relocated: the new address")
+    moved_to: MovedTo | None = Field(
+        None,
+        description="Only when status is relocated: where it went (moved_to_code's stall, "
+        "followed through later moves, else moved_to_lon/lat), null when not recorded. "
+        "Navigate there, not to lon/lat.",
+    )
 
 
 class VendorCluster(FacilityBase):

@@ -4,11 +4,15 @@ with the body ``web/errors.py`` really sends (``ErrorBody``), in one place rathe
 - 422 (invalid input) on every operation that takes parameters or a body, replacing FastAPI's
   ``HTTPValidationError`` (our handler answers ``ErrorBody`` instead);
 - 400 on every operation with a body (FastAPI's answer to a body it cannot even decode);
+- 400 also on every operation of the JSON API (``/api``, ``/open311``): a query parameter the
+  route does not declare is refused, naming it (``deps.reject_unknown_query``);
 - 404 on every operation with a path parameter (a code can be unknown);
 - 413, 429 and 503 on every operation (limits, rate limits, not ready);
 - any other 4xx/5xx a route declares (401/403/409/428 on writes) gets ``ErrorBody`` as its
   content unless the route gave a model of its own (``/readyz`` answers 503 with ``Health``, a
-  409 carries the current feature: ``ConflictBody``), always as application/json.
+  409 carries the current feature: ``ConflictBody``), as application/json; pages (``/maps/…``)
+  answer their errors with a Chinese page (``web/errors.py``), so theirs are text/html as well
+  (the limits in front of every route still answer JSON).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from geo_service.web.errors import is_api_path, is_html_path
 from geo_service.web.models import ErrorBody
 
 SCHEMAS = "#/components/schemas/"
@@ -26,7 +31,8 @@ FASTAPI_422 = SCHEMAS + "HTTPValidationError"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 DESCRIPTIONS = {
-    "400": "The body could not be parsed at all",
+    "400": "A query parameter the endpoint does not take (named in the body), or a body that "
+    "could not be parsed at all",
     "404": "Unknown code (or path); the body says which",
     "413": "The request (body, number of points or sites) is too large",
     "422": "Invalid input: every problem named by its field; nothing was changed",
@@ -57,7 +63,7 @@ def declare_errors(spec: dict[str, Any]) -> dict[str, Any]:
     error_schema = ErrorBody.model_json_schema(ref_template=SCHEMAS + "{model}")
     components.update(error_schema.pop("$defs", {}))
     components["ErrorBody"] = error_schema
-    for item in spec.get("paths", {}).values():
+    for path, item in spec.get("paths", {}).items():
         for method in METHODS:
             op = item.get(method)
             if op is None:
@@ -67,8 +73,9 @@ def declare_errors(spec: dict[str, Any]) -> dict[str, Any]:
             wanted = list(EVERY_OPERATION)
             if params or "requestBody" in op:
                 wanted.append("422")
-            if "requestBody" in op:
-                wanted.append("400")  # a body that is not even text (FastAPI's own answer)
+            if "requestBody" in op or is_api_path(path):
+                # a body that is not even text (FastAPI's own answer), an unknown parameter
+                wanted.append("400")
             if any(p.get("in") == "path" for p in params):
                 wanted.append("404")
             for status in wanted:
@@ -83,7 +90,10 @@ def declare_errors(spec: dict[str, Any]) -> dict[str, Any]:
                 own = next((s for s in schemas if s and s.get("$ref") != FASTAPI_422), None)
                 # Errors are application/json whatever the route's media type (a route's
                 # ``responses={409: {"model": ...}}`` is filed under its own, e.g. geo+json).
-                response["content"] = {"application/json": {"schema": own or {"$ref": ERROR_REF}}}
+                content = {"application/json": {"schema": own or {"$ref": ERROR_REF}}}
+                if is_html_path(path):
+                    content = {"text/html": {"schema": {"type": "string"}}, **content}
+                response["content"] = content
             op["responses"] = dict(sorted(responses.items()))
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

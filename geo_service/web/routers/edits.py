@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from geo_service.core.crs import PointCRS
 from geo_service.core.layers import LayerFileError
 from geo_service.core.principal import Principal
-from geo_service.core.schema import LayerName
+from geo_service.core.schema import MOVED_TO_LAT, MOVED_TO_LON, LayerName
 from geo_service.core.snapshot import Snapshot
 from geo_service.core.versions import IfMatch, etag
 from geo_service.domain import editing
@@ -134,12 +134,19 @@ def _split(body: BaseModel) -> tuple[dict[str, Any], dict[str, Any] | None]:
         raise bad_request(
             "send both lon and lat to move a feature", "lat" if lat is None else "lon"
         )
+    # A relocated stall's new point is given in the body's CRS too (an Amap pick is GCJ-02),
+    # and stored in WGS84 like every point.
+    mlon, mlat = data.get(MOVED_TO_LON), data.get(MOVED_TO_LAT)
+    if mlon is not None and mlat is not None and crs != PointCRS.wgs84:
+        x, y = editing.point_geometry(mlon, mlat, crs)["coordinates"]
+        data[MOVED_TO_LON], data[MOVED_TO_LAT] = round(x, 7), round(y, 7)
     return data, None if lon is None else editing.point_geometry(lon, lat, crs)
 
 
 def _point_routes(layer: LayerName, prefix: str) -> None:
     """POST, PATCH and DELETE (retire) for one point layer, on the read paths' URLs."""
-    title = layer.value.replace("_", " ")
+    # One feature of the layer: "stall", "vendor cluster" (the layer's name is plural).
+    title = {LayerName.stalls: "repair stall", LayerName.vendor_clusters: "vendor cluster"}[layer]
     Create = edit_body(layer, create=True)
     Change_ = edit_body(layer, create=False)
 

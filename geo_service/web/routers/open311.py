@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
@@ -36,7 +36,25 @@ from geo_service.web.casemodels import (
 from geo_service.web.deps import CasesDep, HeavyDep, MediaDep, QueryPoint, SettingsDep
 from geo_service.web.responses import JSONResponse
 
-router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2 (随手拍)"])
+
+def jurisdiction(
+    jurisdiction_id: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Open311's jurisdiction; accepted and ignored (this service is one)",
+        ),
+    ] = None,
+) -> None:
+    """GeoReport v2 clients send ``jurisdiction_id`` on every call: declared, so it is no
+    unknown parameter (``deps.reject_unknown_query``)."""
+
+
+router = APIRouter(
+    prefix="/open311/v2",
+    tags=["Open311 GeoReport v2 (随手拍)"],
+    dependencies=[Depends(jurisdiction)],
+)
 
 CASE_ID_PATH = Path(pattern=r"^\d{8}-\d{6,}$", description="service_request_id")
 FORM_FIELDS = frozenset(

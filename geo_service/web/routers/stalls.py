@@ -77,7 +77,8 @@ class FacilityEndpoints:
     layer: LayerName
     prefix: str
     tag: str
-    noun: str
+    noun: str  # one: "repair stall (小蓝棚)"
+    plural: str  # several: "repair stalls (小蓝棚)" (the Chinese note stays after the noun)
     item_key: str  # key of each nearest result: "stall" / "vendor_cluster"
     filter_param: str  # query parameter residents filter with: "service" / "kind"
     filter_enum: type[StrEnum]
@@ -131,7 +132,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         f"{spec.prefix}/nearest",
         response_model=spec.nearest_model,
         tags=[spec.tag],
-        summary=f"The nearest {spec.noun}s to a point",
+        summary=f"The nearest {spec.plural} to a point",
     )
     async def nearest(
         point: PointDep,
@@ -180,10 +181,12 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         return JSONResponse(body)
 
     nearest.__doc__ = (
-        f"The `k` nearest {spec.noun}s, nearest first, by geodesic distance in metres on the "
+        f"The `k` nearest {spec.plural}, nearest first, by geodesic distance in metres on the "
         f"WGS84 ellipsoid, each with `walk_minutes`: {WALK_METHOD} Only active ones unless "
         "`include_inactive`; `open_now=true` keeps those open at `at` (OpenStreetMap "
-        "opening_hours evaluated in Asia/Shanghai, spans past midnight included)."
+        "opening_hours evaluated in Asia/Shanghai, spans past midnight included); "
+        "`max_distance_m` keeps those within that many metres. A relocated stall (listed only "
+        "with `include_inactive`) carries `moved_to`: where it went, or null if not recorded."
     )
 
     @router.get(
@@ -191,7 +194,7 @@ def add_facility_routes(router: APIRouter, spec: FacilityEndpoints) -> None:
         response_model=FeatureCollection,
         response_class=GeoJSONResponse,
         tags=[spec.tag],
-        summary=f"{spec.noun.capitalize()}s in a box, filtered, paged",
+        summary=f"{spec.plural[0].upper()}{spec.plural[1:]} in a box, filtered, paged",
     )
     async def listing(
         request: Request,
@@ -258,6 +261,7 @@ STALLS = FacilityEndpoints(
     prefix="/api/v1/stalls",
     tag="stalls (residents)",
     noun="repair stall (小蓝棚)",
+    plural="repair stalls (小蓝棚)",
     item_key="stall",
     filter_param="service",
     filter_enum=Service,
@@ -269,6 +273,7 @@ VENDOR_CLUSTERS = FacilityEndpoints(
     prefix="/api/v1/vendor-clusters",
     tag="vendor clusters (residents)",
     noun="vendor cluster (便民摊点群)",
+    plural="vendor clusters (便民摊点群)",
     item_key="vendor_cluster",
     filter_param="kind",
     filter_enum=ClusterKind,

@@ -1,6 +1,8 @@
 /* /find: nearest stalls to the phone's location (browser geolocation is WGS84), a tapped map
-   point (GCJ-02, as Amap tiles are drawn) or a picked community. The list is the page; the map
-   is an extra that may lack tiles. */
+   point (GCJ-02, as Amap tiles are drawn), a picked community or the point a link starts from
+   (a stall page's 查找更多). The list is the page; the map is an extra that may lack tiles, so
+   it also draws every active stall as a grey dot. Only stalls within cfg.max_distance_m are
+   listed: beyond that a walk is no longer "nearby". */
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("find-config").textContent);
@@ -23,11 +25,20 @@
   function initMap() {
     if (!window.L) return;
     map = L.map("map", { scrollWheelZoom: false }).setView([cfg.center[1], cfg.center[0]], 13);
+    if (cfg.bounds) map.fitBounds([[cfg.bounds[0][1], cfg.bounds[0][0]], [cfg.bounds[1][1], cfg.bounds[1][0]]]);
     map.attributionControl.setPrefix("Leaflet");
     L.tileLayer(cfg.tiles, { subdomains: "1234", maxZoom: 18, attribution: "© 高德地图" }).addTo(map);
+    // Where the stalls are, even before a location and without tiles (not clickable: a tap
+    // anywhere picks a point).
+    var dots = L.layerGroup().addTo(map);
+    (cfg.stalls || []).forEach(function (s) {
+      L.circleMarker([s[1], s[0]], { radius: 3, color: "#8a94a6", weight: 1, fillOpacity: 0.6, interactive: false })
+        .addTo(dots);
+    });
     marks = L.layerGroup().addTo(map);
     map.on("click", function (e) {
       $("community").value = "";
+      say("已在地图上选择位置");
       setPoint(e.latlng.lng, e.latlng.lat, "gcj02", "地图上选择的位置");
     });
   }
@@ -48,7 +59,8 @@
   function search() {
     if (!state.point) return;
     var p = state.point, f = filters(), my = ++seq;
-    var q = "lon=" + p.lon.toFixed(7) + "&lat=" + p.lat.toFixed(7) + "&crs=" + p.crs + "&k=" + cfg.k;
+    var q = "lon=" + p.lon.toFixed(7) + "&lat=" + p.lat.toFixed(7) + "&crs=" + p.crs + "&k=" + cfg.k +
+      "&max_distance_m=" + cfg.max_distance_m;
     if (f.service) q += "&service=" + encodeURIComponent(f.service);
     if (f.open) q += "&open_now=true";
     summary.textContent = "正在查找…";
@@ -65,9 +77,10 @@
   function render(body) {
     var rows = body.results;
     results.textContent = "";
+    summary.className = rows.length ? "where" : "where bad";
     summary.textContent = rows.length
-      ? "离" + state.label + "最近的 " + rows.length + " 个修理点（直线距离）："
-      : "附近没有符合条件的修理点。";
+      ? "离" + state.label + "最近的 " + rows.length + " 个修理点（" + cfg.radius_text + "内，直线距离）："
+      : cfg.radius_text + "内没有符合条件的修理点（再远步行要一小时左右）。可以换个筛选条件，或在地图上换个位置。";
     rows.forEach(function (r) {
       var s = r.stall, li = el("li", "item");
       li.setAttribute("data-code", s.code);
@@ -100,10 +113,11 @@
       L.circleMarker(ll, { radius: i === 0 ? 9 : 6, color: "#1565c0", weight: 2, fillOpacity: 0.7 })
         .bindTooltip(el("span", "", r.stall.name)).addTo(marks);
     });
-    map.fitBounds(pts, { padding: [20, 20], maxZoom: 16 });
+    if (pts.length > 1) map.fitBounds(pts, { padding: [20, 20], maxZoom: 16 });
+    else map.setView(pts[0], 14);
   }
 
-  function locate() {
+  function locate(asked) {
     if (!navigator.geolocation) { say("此浏览器不能定位：请在地图上点选您的位置，或选择社区。", true); return; }
     say("正在获取您的位置…");
     navigator.geolocation.getCurrentPosition(
@@ -113,8 +127,12 @@
         setPoint(pos.coords.longitude, pos.coords.latitude, "wgs84", "您");
       },
       function (err) {
+        if (state.point && asked !== true) return;  // a tap or a community came first: keep it
         say((err.code === 1 ? "您未允许获取位置" : "暂时无法定位") +
             "：请在地图上点选您的位置，或选择社区。", true);
+        summary.className = "where";
+        summary.textContent = "还没有位置：点一下地图上您所在的地方（灰点是各修理点），或在上方选择社区，" +
+          "这里就会列出" + cfg.radius_text + "内最近的修理点。";
       },
       { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
     );
@@ -127,13 +145,14 @@
     setPoint(parseFloat(o.getAttribute("data-lon")), parseFloat(o.getAttribute("data-lat")), "wgs84", o.textContent);
   });
   $("filters").addEventListener("change", search);
-  $("locate").addEventListener("click", locate);
+  $("locate").addEventListener("click", function () { locate(true); });
 
-  var params = new URLSearchParams(location.search), pick = params.get("community");
-  if (params.get("lon") && params.get("lat")) {
-    setPoint(parseFloat(params.get("lon")), parseFloat(params.get("lat")), params.get("crs") || "wgs84", "所选位置");
-  } else if (pick && document.querySelector("#community option[value='" + pick.replace(/\D/g, "") + "']")) {
-    $("community").value = pick.replace(/\D/g, "");
+  var start = cfg.start, pick = (cfg.community || "").replace(/\D/g, "");
+  if (start) {  // a link's point, checked by the server (a stall page's 查找更多 names its stall)
+    say("从" + start.label + "出发查找" + (start.code ? "（修理点所在位置）" : ""));
+    setPoint(start.lon, start.lat, start.crs, start.label);
+  } else if (pick && document.querySelector("#community option[value='" + pick + "']")) {
+    $("community").value = pick;
     $("community").dispatchEvent(new Event("change"));
   } else {
     locate();  // ask first: the answer comes back while the map is being set up

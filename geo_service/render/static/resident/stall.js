@@ -17,7 +17,17 @@
     L.circleMarker(p, { radius: 6, color: "#667", weight: 2, fillOpacity: 0.6 })
       .bindTooltip(text(o.name)).addTo(map);
   });
-  L.circleMarker(here, { radius: 9, color: "#1565c0", weight: 3, fillColor: "#42a5f5", fillOpacity: 0.9 })
-    .bindTooltip(text(d.stall.name), { permanent: false }).addTo(map);
+  if (d.moved_to) {
+    // Relocated: the old spot grey, the new place as the main marker, both in view.
+    var there = [d.moved_to.gcj[1], d.moved_to.gcj[0]];
+    pts.push(there);
+    L.circleMarker(here, { radius: 7, color: "#888", weight: 2, dashArray: "3", fillOpacity: 0.3 })
+      .bindTooltip(text(d.stall.name + "（原址）")).addTo(map);
+    L.circleMarker(there, { radius: 9, color: "#1565c0", weight: 3, fillColor: "#42a5f5", fillOpacity: 0.9 })
+      .bindTooltip(text(d.moved_to.name)).addTo(map);
+  } else {
+    L.circleMarker(here, { radius: 9, color: "#1565c0", weight: 3, fillColor: "#42a5f5", fillOpacity: 0.9 })
+      .bindTooltip(text(d.stall.name), { permanent: false }).addTo(map);
+  }
   if (pts.length > 1) map.fitBounds(pts, { padding: [24, 24], maxZoom: 16 });
 })();
