@@ -249,11 +249,34 @@ def test_search_finds_stalls_and_grids(browser: Browser, base_url: str, artifact
             arg=code.upper(),
             timeout=10_000,
         )
-    box.fill("XLP-000000-00")
-    box.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('.gm-search-msg').textContent.includes('未找到')"
-    )
+    # Names, pinyin and initials (issue 12: "白浪新村社区" and "鸿福北" gave 未找到), through the
+    # service's search: each opens the community's popup (names from data/, read raw).
+    communities = {p["community_name"] for p in rawdata.properties("grids").values()}
+    assert {"白浪新村社区", "鸿福北社区"} <= communities
+    for q, name in (
+        ("白浪新村社区", "白浪新村社区"),
+        ("hfb", "鸿福北社区"),
+        ("bailangxincun", "白浪新村社区"),
+        ("鸿福北", "鸿福北社区"),
+        ("blxc", "白浪新村社区"),
+    ):
+        page.evaluate("GeoMaps.map.closePopup()")
+        box.fill(q)
+        box.press("Enter")
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('.leaflet-popup-content')]"
+            ".some(e => e.textContent.includes(n))",
+            arg=name,
+            timeout=10_000,
+        )
+        assert page.locator(".gm-search-msg").text_content() == ""
+    for q in ("XLP-000000-00", "qqqzzzxx"):
+        page.evaluate("document.querySelector('.gm-search-msg').textContent = ''")
+        box.fill(q)
+        box.press("Enter")
+        page.wait_for_function(
+            "() => document.querySelector('.gm-search-msg').textContent.includes('未找到')"
+        )
     opened.watch.check()
     shot(opened, artifacts, "overview-search")
 

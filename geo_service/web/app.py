@@ -39,8 +39,10 @@ from geo_service.web.routers import (
     open311,
     pages,
     reportpages,
+    search,
     service,
     stalls,
+    units,
 )
 from geo_service.web.security import SecurityHeadersMiddleware
 
@@ -125,6 +127,8 @@ def create_app(
     install_error_handlers(app)
     # Routes are matched in order: the hot lookups first, the catch-all static mount last.
     app.include_router(grids.router)
+    app.include_router(units.router)
+    app.include_router(search.router)
     app.include_router(service.router)
     app.include_router(stalls.router)
     app.include_router(pages.router)

@@ -32,4 +32,5 @@ def page_options(
         grid_href=f"/maps/grids/{{code}}?basemap={chosen.value}",
         variants=variants,
         report_href="/report",
+        search_url="/api/v1/search",
     )

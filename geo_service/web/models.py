@@ -331,3 +331,51 @@ NearestStall, NearestStallsResponse = _nearest_models("stall", Stall)
 NearestVendorCluster, NearestVendorClustersResponse = _nearest_models(
     "vendor_cluster", VendorCluster
 )
+
+
+# --- officers: what lies in a unit, search --------------------------------------------------
+
+
+class UnitRef(BaseModel):
+    code: str
+    name: str
+    level: Literal["grid", "community", "street"]
+
+
+class UnitFacility(BaseModel):
+    code: str
+    name: str
+    status: Literal["active", "suspended", "relocated", "retired"]
+    relocated: bool = Field(description="True when status is relocated (it moved elsewhere)")
+    address: str | None = None
+    grid_code: str = Field(description="The grid containing the point (spatial)")
+    lon: float
+    lat: float
+
+
+class UnitCases(BaseModel):
+    open: int = Field(description="Open cases routed to this unit or a grid in it")
+
+
+class UnitContents(BaseModel):
+    unit: UnitRef
+    grids: int = Field(description="How many grids the unit holds")
+    stalls: list[UnitFacility]
+    vendor_clusters: list[UnitFacility]
+    cases: UnitCases
+
+
+class SearchHit(BaseModel):
+    kind: Literal["grid", "community", "street", "stall", "vendor_cluster"]
+    code: str
+    name: str
+    match: Literal["code", "name_prefix", "name", "pinyin", "initials"]
+    lon: float = Field(description="WGS84: the point, or a point inside the unit")
+    lat: float
+    link: str = Field(description="A page for it: grid map or stall page (path)")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    total: int = Field(description="How many features match in all")
+    results: list[SearchHit]

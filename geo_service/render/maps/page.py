@@ -34,6 +34,8 @@ class PageOptions:
     ``grid_href``: link from a grid to its own map, with ``{code}`` (None: no link).
     ``variants``: the same page built for other basemaps (label links in the page).
     ``report_href``: the residents' report page (随手拍), linked from the legend (None: none).
+    ``search_url``: the service's search (by name and pinyin) behind the search box, on
+    ``api_base`` (None: the box finds the page's own codes only).
     """
 
     basemap: Basemap = Basemap.amap
@@ -43,6 +45,7 @@ class PageOptions:
     grid_href: str | None = None
     variants: Mapping[Basemap, str] = field(default_factory=dict)
     report_href: str | None = None
+    search_url: str | None = None
 
     @property
     def crs(self) -> PointCRS:
@@ -103,6 +106,8 @@ def new_map(
     }
     if options.grid_href:
         setup["gridHref"] = options.grid_href
+    if options.search_url:
+        setup["searchUrl"] = options.api_base + options.search_url
     PageSetup(setup).add_to(m)
     for i, layer in enumerate(base_layers(options.basemap, options.tianditu_key)):
         if len(layer.tiles) == 1:

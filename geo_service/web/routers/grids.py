@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -131,8 +132,18 @@ async def list_grids(
     district: Annotated[str | None, Query(description="6-digit district code")] = None,
     street: Annotated[str | None, Query(description="9-digit street code")] = None,
     community: Annotated[str | None, Query(description="12-digit community code")] = None,
+    officer: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="Grids of an officer: part of the officer's name, or the officer's "
+            "phone number (its digits, separators ignored: 0536-555-6982 = 05365556982)",
+        ),
+    ] = None,
 ) -> GeoJSONResponse:
-    feats, hits = await heavy.run(grid_page, snap, page, bbox, (district, street, community))
+    feats, hits = await heavy.run(
+        grid_page, snap, page, bbox, (district, street, community), officer
+    )
     return GeoJSONResponse(
         collection(
             feats, len(hits), public_url(request, settings.public_base_url), page.offset, page.limit
@@ -145,6 +156,7 @@ def grid_page(
     page: Page,
     bbox: tuple[float, float, float, float] | None,
     units: tuple[str | None, str | None, str | None],
+    officer: str | None = None,
 ) -> tuple[list[dict[str, Any]], npt.NDArray[np.intp]]:
     """The page of grid features, and every matching row (in the heavy pool: a 1,000-grid page
     takes tens of milliseconds)."""
@@ -165,12 +177,29 @@ def grid_page(
             if not (col == value).any():
                 raise not_found(f"unknown {column.removesuffix('_code')} code {quote(value)}")
             mask &= col == value
+    if officer is not None and officer.strip():
+        mask &= officer_mask(frame, officer.strip())
     hits = np.flatnonzero(mask)
     rows = hits[page.offset : page.offset + page.limit]
     geoms = geometries_json(frame.geometry.to_numpy()[rows])
     props = snap.grids.properties
     feats = [feature(props[i]["code"], g, props[i]) for i, g in zip(rows, geoms, strict=True)]
     return feats, hits
+
+
+def officer_mask(frame: Any, officer: str) -> npt.NDArray[np.bool_]:
+    """Grids whose officer's name contains ``officer``, or whose officer's phone has exactly
+    the digits of ``officer`` (separators such as - and spaces ignored)."""
+    names = frame.get("officer_name")
+    phones = frame.get("officer_phone")
+    mask = np.zeros(len(frame), dtype=bool)
+    if names is not None:
+        mask |= names.fillna("").astype(str).str.contains(officer, regex=False).to_numpy()
+    digits = re.sub(r"\D", "", officer)
+    if phones is not None and digits:
+        phone_digits = phones.fillna("").astype(str).str.replace(r"\D", "", regex=True)
+        mask |= (phone_digits == digits).to_numpy()
+    return mask
 
 
 @router.get(

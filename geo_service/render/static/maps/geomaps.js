@@ -13,6 +13,7 @@
     crs: 'wgs84',
     layers: {},
     index: {},
+    units: {},
     options: {},
   });
 
@@ -55,6 +56,7 @@
       layer.eachLayer(function (l) {
         var code = l.feature ? l.feature.properties.code : l.options.code;
         if (code && GM.index[code]) GM.index[code].group = layer;
+        else if (code && GM.units[code]) GM.units[code].group = layer;
       });
     }
   };
@@ -140,6 +142,7 @@
     }, { sticky: true });
     layer.bindPopup(function () { return unitPopup(p); }, { maxWidth: 320 });
     if (p.level === 'grid') GM.index[p.code] = { layer: layer, group: GM.index[p.code] && GM.index[p.code].group };
+    else if (p.code) GM.units[p.code] = { layer: layer, group: GM.units[p.code] && GM.units[p.code].group };
   };
 
   /** onEachFeature for shapes that only need a label (radius discs, gaps). */
@@ -277,15 +280,50 @@
         return true;
       });
     }
+    if (GM.options.searchUrl) return searchService(String(query).trim(), map);
     return Promise.resolve(false);
   };
+
+  /** Names and pinyin: the service's search; the best hit is shown (its own popup when the
+   *  page holds it, else a popup at its point). */
+  function searchService(q, map) {
+    var url = GM.options.searchUrl + '?limit=1&q=' + encodeURIComponent(q.slice(0, 50));
+    return fetch(url)
+      .then(function (r) { return r.ok ? r.json() : { results: [] }; })
+      .then(function (body) {
+        var top = body.results && body.results[0];
+        if (!top) return false;
+        var hit = GM.index[top.code] || GM.units[top.code];
+        if (hit) {
+          show(hit, map);
+          return true;
+        }
+        if (top.kind === 'grid' && GM.loader) {
+          return GM.loader.fetchCode(top.code).then(function (layer) {
+            if (!layer) return false;
+            show({ layer: layer, group: GM.loader.layer }, map);
+            return true;
+          });
+        }
+        var ll = GM.crs === 'gcj02' ? GM.wgs84ToGcj02(top.lon, top.lat) : [top.lon, top.lat];
+        var kinds = { grid: '网格', community: '社区', street: '街道', stall: '小蓝棚', vendor_cluster: '便民摊点群' };
+        var html = '<div class="gm-popup"><b>' + esc(top.name) + '</b>' +
+          table([[(kinds[top.kind] || '') + '编码', top.code]]);
+        if (top.link) html += '<a href="' + esc(top.link) + '">详情 ›</a>';
+        map.setView([ll[1], ll[0]], Math.max(map.getZoom(), top.kind === 'street' ? 14 : 16));
+        L.popup({ maxWidth: 320 }).setLatLng([ll[1], ll[0]]).setContent(html + '</div>').openOn(map);
+        return true;
+      })
+      .catch(function () { return false; });
+  }
 
   GM.searchControl = function (map) {
     var Ctl = L.Control.extend({
       onAdd: function () {
         var div = L.DomUtil.create('div', 'gm-control gm-search');
         div.innerHTML =
-          '<form><input type="search" list="gm-codes" placeholder="网格编码 / 摊点编号" ' +
+          '<form><input type="search" list="gm-codes" placeholder="' +
+          (GM.options.searchUrl ? '编码 / 名称 / 拼音' : '网格编码 / 摊点编号') + '" ' +
           'aria-label="网格编码或摊点编号"><button type="submit">查找</button></form>' +
           '<datalist id="gm-codes"></datalist><div class="gm-search-msg"></div>';
         var list = div.querySelector('datalist');
