@@ -47,6 +47,7 @@ def open_case_store(backend: Backend) -> CaseStore:
 
 
 def open_case_desk(settings: Settings, backend: Backend, store: SnapshotStore) -> CaseDesk:
+    """Cases on ``backend``, photos in the media folder, notices to the webhook (if any)."""
     webhook = WebhookSender(settings.webhook_url, settings.webhook_secret)
     return CaseDesk(
         store=open_case_store(backend),
@@ -56,6 +57,8 @@ def open_case_desk(settings: Settings, backend: Backend, store: SnapshotStore) -
         duplicate_m=settings.case_duplicate_m,
         notify=webhook.send if settings.webhook_url else None,
         webhook=webhook,
+        media=MediaStore(media_path(settings)),
+        max_photo_bytes=settings.max_photo_bytes,
     )
 
 
@@ -73,8 +76,12 @@ class Runtime:
     reloader: Reloader
     owns_backend: bool
     cases: CaseDesk
-    media: MediaStore
     escalator: Escalator | None = None
+
+    @property
+    def media(self) -> MediaStore | None:
+        """Where report photos are kept (the case desk's)."""
+        return self.cases.media
 
     def start(self, watch: bool = True) -> None:
         """Migrate (if configured), load the snapshot unless the store has one, and follow
@@ -115,7 +122,6 @@ def open_runtime(
         Reloader(backend, store, settings.dataset_name),
         owned,
         open_case_desk(settings, backend, store),
-        MediaStore(media_path(settings)),
     )
 
 

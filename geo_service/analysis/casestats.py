@@ -99,6 +99,8 @@ FRAME_COLUMNS = (
     "lon",
     "lat",
 )
+_DERIVED_COLUMNS = ("closed_at", "handled_at", "deadline_at_handling")  # from the histories
+_CASE_COLUMNS = tuple(c for c in FRAME_COLUMNS if c not in _DERIVED_COLUMNS)  # from each case
 _TIME_COLUMNS = ("requested", "deadline", "closed_at", "handled_at", "deadline_at_handling")
 # Chinese CSV headers of the fixed columns (categories and statuses are Chinese already).
 COLUMN_TEXT = {
@@ -150,24 +152,7 @@ def case_frame(cases: Iterable[Case]) -> pd.DataFrame:
             )
         )
         events.extend((i, e.action.value, e.at, e.deadline) for e in c.history)
-    base = pd.DataFrame.from_records(
-        rows,
-        columns=[
-            "id",
-            "service_code",
-            "status",
-            "level",
-            "grid_code",
-            "community_code",
-            "street_code",
-            "district_code",
-            "requested",
-            "deadline",
-            "escalations",
-            "lon",
-            "lat",
-        ],
-    )
+    base = pd.DataFrame.from_records(rows, columns=list(_CASE_COLUMNS))
     n = len(base)
     ev = pd.DataFrame.from_records(events, columns=["case", "action", "at", "deadline"])
     case_no = ev["case"].to_numpy(dtype=np.int64)

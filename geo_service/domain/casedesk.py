@@ -8,9 +8,10 @@ clock (injectable, so tests move time). Webhook notices go out after the store h
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -28,6 +29,7 @@ from geo_service.core.snapshot import Snapshot
 from geo_service.domain import cases as rules
 from geo_service.domain.webhook import WebhookSender
 from geo_service.storage.cases import CaseQuery, CaseStore, Filed
+from geo_service.storage.media import MediaStore, clean_photo
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,27 @@ class CaseDesk:
     clock: Clock = utc_now
     notify: Notify | None = None
     webhook: WebhookSender | None = None
+    media: MediaStore | None = None
+    max_photo_bytes: int = 8 * 1024 * 1024
 
     def close(self) -> None:
         if self.webhook is not None:
             self.webhook.close(timeout=5.0)
 
     # -- residents ---------------------------------------------------------------------------
-    def file(self, report: rules.Report, who: Principal = PUBLIC) -> Filed:
+    def file(
+        self, report: rules.Report, who: Principal = PUBLIC, photo: bytes | None = None
+    ) -> Filed:
+        """Check the report, then clean and store its photo (so bad input leaves nothing
+        behind), then store the case."""
         if not (np.isfinite(report.lon) and np.isfinite(report.lat)):
             raise CaseError("the location is not a number", field="lat")
         service = rules.check_report(report, self.services)
+        if photo:
+            if self.media is None:
+                raise CaseError("this service stores no photos", field="media")
+            cleaned = clean_photo(photo, self.max_photo_bytes, field="media")
+            report = replace(report, photo=self.media.put(cleaned))
         now = self.clock()
         route = rules.route(self.snapshot(), report.lon, report.lat, self.snap_m)
         filed = self.store.file(
@@ -78,7 +91,13 @@ class CaseDesk:
     def nearby(self, lon: float, lat: float, service_code: str | None) -> list[tuple[Case, float]]:
         """Open cases (of this category) within ``duplicate_m``: to join, not to duplicate."""
         codes = (service_code,) if service_code else ()
-        cases, _ = self.store.query(CaseQuery(service_codes=codes, open_only=True, limit=10**6))
+        # A box a little wider than the radius lets the store (GiST on PostGIS) drop the rest;
+        # the geodesic distance below decides.
+        dlat = self.duplicate_m / 110_000.0
+        dlon = dlat / max(math.cos(math.radians(lat)), 0.01)
+        box = (lon - dlon, lat - dlat, lon + dlon, lat + dlat)
+        q = CaseQuery(service_codes=codes, open_only=True, bbox=box, limit=10**6)
+        cases, _ = self.store.query(q)
         if not cases:
             return []
         d = geodesic_distance_m(

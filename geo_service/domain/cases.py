@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from geo_service.core.cases import (
     AWAITING_HANDLING,
@@ -190,17 +191,14 @@ def case_maker(
             reason = f"点位在网格外 {r.distance_m:g} 米，就近派至该网格"
         elif r.grid is None:
             reason = "点位不在任何网格内，转区受理"
-        event = CaseEvent(
-            at=at,
-            action=Action.file,
-            actor=who.name,
-            role=who.role.value,
-            status=CaseStatus.reported,
+        event = _event(
+            base,
+            who,
+            now,
+            Action.file,
+            CaseStatus.reported,
             level=level,
-            grid_code=base.grid_code,
             unit_code=unit,
-            deadline=due,
-            key_id=who.key_id,
             reason=reason,
             photo=report.photo,
         )
@@ -235,33 +233,23 @@ def _check(who: Principal, case: Case, level_needed: Level | None = None) -> Non
 
 
 def _event(
-    case: Case,
-    who: Principal,
-    now: datetime,
-    action: Action,
-    status: CaseStatus,
-    *,
-    level: Level | None = None,
-    grid_code: str | None = ...,  # type: ignore[assignment]
-    unit_code: str | None = None,
-    deadline_iso: str | None = ...,  # type: ignore[assignment]
-    reason: str | None = None,
-    photo: str | None = None,
+    case: Case, who: Principal, now: datetime, action: Action, status: CaseStatus, **changes: Any
 ) -> CaseEvent:
-    return CaseEvent(
+    """``who``'s step at ``now``: the case's level, grid, unit and deadline unless ``changes``
+    (CaseEvent fields) say otherwise."""
+    event = CaseEvent(
         at=utc_iso(now),
         action=action,
         actor=who.name,
         role=who.role.value,
         status=status,
-        level=level or case.level,
-        grid_code=case.grid_code if grid_code is ... else grid_code,
-        unit_code=unit_code or case.unit_code,
-        deadline=case.deadline if deadline_iso is ... else deadline_iso,
+        level=case.level,
+        grid_code=case.grid_code,
+        unit_code=case.unit_code,
+        deadline=case.deadline,
         key_id=who.key_id,
-        reason=reason,
-        photo=photo,
     )
+    return replace(event, **changes)
 
 
 def _reason(reason: str | None, required: bool, what: str) -> str | None:
@@ -294,7 +282,7 @@ def step(
         )
     why = _reason(reason, action is Action.reject, action.value)
     due: str | None = case.deadline if to in AWAITING_HANDLING else None
-    return case.after(_event(case, who, now, action, to, deadline_iso=due, reason=why, photo=photo))
+    return case.after(_event(case, who, now, action, to, deadline=due, reason=why, photo=photo))
 
 
 def extend(case: Case, who: Principal, now: datetime, until: datetime, reason: str | None) -> Case:
@@ -309,7 +297,7 @@ def extend(case: Case, who: Principal, now: datetime, until: datetime, reason: s
     if case.deadline is not None and until <= parse_time(case.deadline):
         raise CaseError("an extension must move the deadline later", field="until")
     return case.after(
-        _event(case, who, now, Action.extend, case.status, deadline_iso=utc_iso(until), reason=why)
+        _event(case, who, now, Action.extend, case.status, deadline=utc_iso(until), reason=why)
     )
 
 
@@ -354,7 +342,7 @@ def reassign(
         level=level,
         grid_code=grid_code,
         unit_code=unit_at(moved, level),
-        deadline_iso=due,
+        deadline=due,
         reason=why,
     )
     return moved.after(
@@ -381,14 +369,13 @@ def escalation(
     service = services.get(case.service_code)
     start = parse_time(case.deadline)
     due = utc_iso(deadline(start, service.limit_value, service.limit_unit))
-    event = CaseEvent(
-        at=utc_iso(start),
-        action=Action.escalate,
-        actor=system.name,
-        role=system.role.value,
-        status=case.status,
+    event = _event(
+        case,
+        system,
+        start,
+        Action.escalate,
+        case.status,
         level=up,
-        grid_code=case.grid_code,
         unit_code=unit,
         deadline=due,
         reason=f"超过处置时限，由{LEVEL_TEXT[case.level]}升级至{LEVEL_TEXT[up]}",

@@ -23,6 +23,7 @@ from typing import Protocol
 import orjson
 
 from geo_service.core.cases import AWAITING_HANDLING, Case, CaseConflict, CaseEvent, CaseStatus
+from geo_service.core.errors import NotFoundError
 from geo_service.core.principal import Principal
 from geo_service.storage.audit import AuditEntry
 
@@ -275,8 +276,6 @@ class FilesCaseStore:
             return Filed(case, created=True)
 
     def update(self, case_id: str, mutation: CaseMutation, who: Principal) -> Case:
-        from geo_service.core.errors import NotFoundError
-
         with self._locked() as idx:
             current = idx.cases.get(case_id)
             if current is None:

@@ -16,7 +16,7 @@ from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from geo_service.core.crs import PointCRS, to_wgs84
-from geo_service.core.errors import quote
+from geo_service.core.errors import NotFoundError, quote
 from geo_service.core.principal import Principal
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot, SnapshotStore
@@ -301,7 +301,9 @@ def get_cases(request: Request) -> CaseDesk:
 
 
 def get_media(request: Request) -> MediaStore:
-    media: MediaStore = request.app.state.runtime.media
+    media = get_cases(request).media
+    if media is None:
+        raise NotFoundError("this service stores no photos", field="name")
     return media
 
 

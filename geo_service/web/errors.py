@@ -11,14 +11,12 @@ handler below.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path as FsPath
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.templating import Jinja2Templates
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,12 +33,10 @@ from geo_service.domain.editing import (
 )
 from geo_service.storage.records import InvalidRecord
 from geo_service.web.links import route_path
+from geo_service.web.pagekit import TEMPLATES
 from geo_service.web.responses import JSONResponse
 
 DB_RETRY_AFTER_S = 5
-TEMPLATES = Jinja2Templates(
-    directory=FsPath(__file__).resolve().parents[1] / "render" / "templates"
-)
 
 # Paths that always answer JSON (or files), whatever the client accepts.
 JSON_PREFIXES = ("/api/", "/open311/", "/static/", "/maps/data/")

@@ -3,18 +3,13 @@ people who build on the API. A static page (no inline script or style: the CSP f
 
 from __future__ import annotations
 
-from pathlib import Path as FsPath
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from geo_service.web.deps import SnapshotDep
-
-TEMPLATES = Jinja2Templates(
-    directory=FsPath(__file__).resolve().parents[2] / "render" / "templates"
-)
+from geo_service.web.pagekit import TEMPLATES
 
 router = APIRouter(include_in_schema=False)
 

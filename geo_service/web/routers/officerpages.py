@@ -9,18 +9,14 @@ everyone); no inline script or style (the CSP forbids them): URLs reach the scri
 
 from __future__ import annotations
 
-from pathlib import Path as FsPath
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from geo_service.web.deps import SnapshotDep
+from geo_service.web.pagekit import TEMPLATES
 
-TEMPLATES = Jinja2Templates(
-    directory=FsPath(__file__).resolve().parents[2] / "render" / "templates"
-)
 NO_STORE = {"Cache-Control": "no-store"}  # the page is static, but a cached one may be stale
 
 router = APIRouter(include_in_schema=False)

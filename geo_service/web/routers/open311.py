@@ -10,7 +10,6 @@ a multipart ``media`` part, an ``Idempotency-Key`` header (or ``idempotency_key`
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -26,14 +25,13 @@ from geo_service.core.principal import PUBLIC
 from geo_service.domain.cases import Report
 from geo_service.domain.caseview import local_iso, service_request
 from geo_service.storage.cases import CaseQuery
-from geo_service.storage.media import clean_photo
 from geo_service.web.casemodels import (
     Open311Acks,
     Open311Requests,
     Open311ServiceDefinition,
     Open311Services,
 )
-from geo_service.web.deps import CasesDep, HeavyDep, MediaDep, QueryPoint, SettingsDep
+from geo_service.web.deps import CasesDep, HeavyDep, QueryPoint
 from geo_service.web.responses import JSONResponse
 
 
@@ -129,9 +127,7 @@ def _coordinate(form: Any, name: str, lo: float, hi: float) -> float:
 async def post_request(
     request: Request,
     desk: CasesDep,
-    media: MediaDep,
     heavy: HeavyDep,
-    settings: SettingsDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -181,17 +177,8 @@ async def post_request(
     finally:
         await form.close()
 
-    def file() -> Any:
-        from geo_service.domain.cases import check_report
-
-        check_report(report, desk.services)  # before the photo is stored: nothing left behind
-        name = None
-        if photo_bytes:
-            photo = clean_photo(photo_bytes, settings.max_photo_bytes, field="media")
-            name = media.put(photo)
-        return desk.file(replace(report, photo=name), PUBLIC)
-
-    filed = await heavy.run(file)
+    # photo cleaning is CPU work: in the heavy pool
+    filed = await heavy.run(desk.file, report, PUBLIC, photo_bytes)
     c = filed.case
     notice = (
         "已受理，请记住案件编号以便查询"

@@ -10,27 +10,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import groupby
-from pathlib import Path as FsPath
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from geo_service.analysis import facilities
 from geo_service.core import hours
-from geo_service.core.crs import PointCRS, from_wgs84
+from geo_service.core.crs import PointCRS
 from geo_service.core.schema import SCHEMAS, SERVICES, LayerName
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.render.navigation import nav_links
 from geo_service.web.deps import HeavyDep, SettingsDep, SnapshotDep
+from geo_service.web.pagekit import AMAP_TILES, TEMPLATES, gcj
 
-TEMPLATES = Jinja2Templates(
-    directory=FsPath(__file__).resolve().parents[2] / "render" / "templates"
-)
-AMAP_TILES = "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}"
 STATUS_TEXT = {
     "active": "正常营业",
     "suspended": "暂停营业",
@@ -41,11 +36,6 @@ ALTERNATIVES = 3
 NO_STORE = {"Cache-Control": "no-cache"}  # open-now badges change with the clock
 
 router = APIRouter(include_in_schema=False)
-
-
-def _gcj(lon: float, lat: float) -> list[float]:
-    x, y = from_wgs84(lon, lat, PointCRS.gcj02)
-    return [round(float(x), 7), round(float(y), 7)]
 
 
 def _distance_text(metres: float) -> str:
@@ -93,7 +83,7 @@ def _alternatives(
         alt["walk_minutes"] = facilities.walk_minutes(
             float(d), settings.walk_speed_m_per_min, settings.walk_detour_factor
         )
-        alt["gcj"] = _gcj(alt["lon"], alt["lat"])
+        alt["gcj"] = gcj(alt["lon"], alt["lat"])
         out.append(alt)
     return out
 
@@ -124,7 +114,7 @@ async def stall_page(
     if stall["status"] == "retired":
         ctx["code"] = stall["code"]
         return TEMPLATES.TemplateResponse(request, "missing.html", ctx, 410, NO_STORE)
-    stall["gcj"] = _gcj(stall["lon"], stall["lat"])
+    stall["gcj"] = gcj(stall["lon"], stall["lat"])
     root = request.scope.get("root_path", "")
     relocated = stall["status"] == "relocated"
     moved = stall.get("moved_to") if relocated else None
@@ -135,7 +125,7 @@ async def stall_page(
     }
     if moved is not None:
         # Navigation goes to the new place: the old spot has nothing left to find.
-        moved["gcj"] = _gcj(moved["lon"], moved["lat"])
+        moved["gcj"] = gcj(moved["lon"], moved["lat"])
         moved["label"] = moved.get("name") or f"{stall['name']}（新址）"
         if moved.get("code") in layer.position and moved.get("status") != "retired":
             moved["page"] = f"{root}/s/{moved['code']}"
@@ -209,7 +199,7 @@ def _find_response(
     layer = snap.stalls
     active = facilities.active_mask(layer)
     stalls = [
-        [*_gcj(r["lon"], r["lat"]), r["name"]]
+        [*gcj(r["lon"], r["lat"]), r["name"]]
         for r, on in zip(layer.records, active, strict=True)
         if on
     ]
@@ -222,8 +212,8 @@ def _find_response(
         config={
             "api": request.scope.get("root_path", "") + "/api/v1/stalls/nearest",
             "page": request.scope.get("root_path", "") + "/s/",
-            "center": _gcj((minx + maxx) / 2, (miny + maxy) / 2),
-            "bounds": [_gcj(minx, miny), _gcj(maxx, maxy)],
+            "center": gcj((minx + maxx) / 2, (miny + maxy) / 2),
+            "bounds": [gcj(minx, miny), gcj(maxx, maxy)],
             "k": 10,
             "max_distance_m": settings.find_max_distance_m,
             "radius_text": radius_text(settings.find_max_distance_m),

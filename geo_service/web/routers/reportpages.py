@@ -15,28 +15,20 @@ script or style (the CSP forbids them): page data reaches the scripts as ``data-
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path as FsPath
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from geo_service.core.cases import CASE_ID, LEVEL_TEXT, STATUS_TEXT
-from geo_service.core.crs import PointCRS, from_wgs84
 from geo_service.core.errors import NotFoundError
+from geo_service.core.workcalendar import SHANGHAI
 from geo_service.domain.casedesk import CaseDesk
 from geo_service.domain.caseview import service_request
 from geo_service.web.deps import CasesDep, SnapshotDep
+from geo_service.web.pagekit import AMAP_TILES, TEMPLATES, gcj
 
-TEMPLATES = Jinja2Templates(
-    directory=FsPath(__file__).resolve().parents[2] / "render" / "templates"
-)
-# The same Amap tiles as the other phone pages (routers do not import each other).
-AMAP_TILES = "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}"
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 STEPS = tuple(STATUS_TEXT.values())  # 上报 立案 派遣 处置 核查 结案
 LEVELS = {str(level): text for level, text in LEVEL_TEXT.items()}  # "grid" -> 网格
 NO_STORE = {"Cache-Control": "no-cache"}  # a case moves on; the page must not be stale
@@ -53,17 +45,12 @@ def _base(request: Request) -> dict[str, Any]:
     return {"request": request, "root": root, "static": root + "/static", "tiles": AMAP_TILES}
 
 
-def _gcj(lon: float, lat: float) -> tuple[float, float]:
-    x, y = from_wgs84(lon, lat, PointCRS.gcj02)
-    return round(float(x), 7), round(float(y), 7)
-
-
 @router.get("/report", response_class=HTMLResponse)
 async def report_page(request: Request, snap: SnapshotDep) -> Response:
     """The 随手拍 form. ``?lon=&lat=&crs=`` and ``?service_code=`` are read by its script."""
     minx, miny, maxx, maxy = snap.bounds
     ctx = _base(request)
-    ctx.update(center=_gcj((minx + maxx) / 2, (miny + maxy) / 2), dataset=snap.name)
+    ctx.update(center=gcj((minx + maxx) / 2, (miny + maxy) / 2), dataset=snap.name)
     return TEMPLATES.TemplateResponse(request, "report.html", ctx, headers=NO_STORE)
 
 
