@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# pytest-xdist workers for `make test` (CI has 2 cores; each worker has its own PostGIS databases).
+TEST_WORKERS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test setup services lint bench lock clean
@@ -28,13 +30,13 @@ run: setup
 test: setup
 	bash scripts/test-services.sh
 	$(MAKE) --no-print-directory lint
-	. ./.test-env && $(BIN)/python -m pytest
+	. ./.test-env && $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 services:
 	bash scripts/test-services.sh
 
 lint: setup
-	$(BIN)/ruff check geo_service tests bench scripts
+	$(BIN)/ruff check geo_service tests bench scripts deploy
 	$(BIN)/ruff format --check geo_service
 	$(BIN)/mypy geo_service
 	$(BIN)/lint-imports

@@ -10,8 +10,15 @@
   (uvloop, httptools, no access log), driven by ``wrk`` on 127.0.0.1 for a bounded time
   (goal: at least 80% of the bare endpoint's requests/s).
 
+With ``--cells`` (issue 13) it measures the cell lookup table instead, and records it in a
+section of its own: 1,000,000 points on 100,000 grids through the bare STRtree query (baseline),
+the tree path (``PolygonIndex.locate_tree``, the previous bulk locate) and the cell table (goal:
+at least 5x faster than the bare query), the codes against the tree path for every point and
+against PostGIS ``ST_Covers`` for a sample; the table's build time and size at 100,000 and
+1,000,000 grids; single-point ``locate_point`` before and after the table is built.
+
 Run: ``python -m bench.bench_locate`` (``--help`` for sizes; PostGIS from
-``GEO_SERVICE_TEST_DATABASE_URL``, skipped if unset).
+``GEO_SERVICE_TEST_DATABASE_URL``, skipped if unset); ``python -m bench.bench_locate --cells``.
 """
 
 from __future__ import annotations
@@ -41,9 +48,12 @@ from bench import bare_app
 from bench.city import OUT, city_dir
 from bench.results import command, machine, markdown_table, print_table, stamp, write_section
 from bench.timing import best_of
+from geo_service.core.crs import MetricProjection
+from geo_service.core.index import CELLS_PER_GRID, MAX_CELLS, PolygonIndex
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.storage.dataset import load_dataset
+from geo_service.storage.synth import synth_grids
 from geo_service.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -673,12 +683,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-http", action="store_true")
     p.add_argument("--skip-postgis", action="store_true")
     p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    p.add_argument("--cells", action="store_true", help="the cell lookup table (issue 13) only")
+    p.add_argument(
+        "--big-grids", type=int, default=1_000_000, help="--cells: also build at this size (0: no)"
+    )
+    p.add_argument(
+        "--pg-sample", type=int, default=200_000, help="--cells: random points sent to PostGIS"
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     argv = sys.argv[1:] if argv is None else argv
+    if args.cells:
+        cells_main(args, argv)
+        return
     started = time.perf_counter()
     host = machine()
     data_dir = city_dir(args.grids)
@@ -687,6 +707,7 @@ def main(argv: list[str] | None = None) -> None:
     say(f"{len(snap.grids):,} grids from {data_dir} loaded in {time.perf_counter() - t0:.1f} s")
     lon, lat = random_points(snap, args.points, seed=20240502)
 
+    snap.grids.index.cell_table()  # built on the first large locate: not timed as a locate
     rows = bench_bulk(snap, lon, lat, args.repeats)
     ours_s = float(rows[0].ours)
     if not args.skip_postgis:
@@ -748,6 +769,309 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     write_section("grid_locate", [f"## {SECTION}", "", *body.splitlines()])
+
+
+# --- the cell lookup table (issue 13) ---------------------------------------------------------
+
+CELLS_SECTION = "Bulk locate through the cell lookup table (issue 13)"
+
+
+def cell_share(index: PolygonIndex, lon: np.ndarray, lat: np.ndarray) -> float:
+    """Share of the points answered by a lookup alone (in a cell inside one grid or none)."""
+    table = index.cell_table()
+    assert table is not None
+    fx, fy = (lon - table.x0) / table.dx, (lat - table.y0) / table.dy
+    ok = (fx >= 0) & (fx < table.nx) & (fy >= 0) & (fy < table.ny)
+    cell = fy[ok].astype(np.int64) * table.nx + fx[ok].astype(np.int64)
+    return float(1 - (table.cells[cell] <= -2).sum() / len(lon))
+
+
+def table_facts(index: PolygonIndex) -> str:
+    table = index.cell_table()
+    assert table is not None
+    n = table.nx * table.ny
+    return (
+        f"{table.nx:,} x {table.ny:,} = {n:,} cells, {table.n_mixed / n:.1%} crossed by an edge, "
+        f"{len(table.candidates) / max(table.n_mixed, 1):.2f} candidates per such cell, "
+        f"{table.nbytes / 1e6:,.0f} MB"
+    )
+
+
+def bulk_times(
+    fns: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    times: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):  # interleaved, best of each: fairer on a shared machine
+        for name, fn in fns.items():
+            t, results[name] = best_of(fn, 1)
+            times[name] = min(times.get(name, float("inf")), t)
+    return times, results
+
+
+def cells_postgis(
+    snap: Snapshot, lon: np.ndarray, lat: np.ndarray, cells_idx: np.ndarray
+) -> tuple[str, str]:
+    """Codes of the cell path against the PostGIS ST_Covers join (smallest code)."""
+    url = os.environ.get("GEO_SERVICE_TEST_DATABASE_URL")
+    if not url:
+        return "skipped (GEO_SERVICE_TEST_DATABASE_URL unset)", "?"
+    import psycopg
+
+    from tests.pgref import load_table
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        load_table(conn, "bench_grids", snap.grids.codes.tolist(), snap.grids.index.geoms)
+        pg_points(conn, "bench_pts", lon, lat)
+        pg_codes, t_pg = pg_locate(conn, "bench_pts", len(lon))
+        for table in ("bench_pts", "bench_grids"):
+            conn.execute(f"DROP TABLE {table}")
+    ours = np.append(snap.grids.codes, None)[cells_idx]
+    agree = int(sum(a == b for a, b in zip(ours, pg_codes, strict=True)))
+    say(f"PostGIS: {agree:,} / {len(lon):,} codes agree ({t_pg:.1f} s for the join)")
+    return f"{agree:,} / {len(lon):,}", "yes" if agree == len(lon) else "NO"
+
+
+def edge_points(snap: Snapshot, n_grids: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid corners, edge midpoints, and points on the table's cell edges and corners."""
+    vlon, vlat = shared_vertices(snap, n_grids, seed=11)
+    table = snap.grids.index.cell_table()
+    assert table is not None
+    rng = np.random.default_rng(12)
+    i, j = rng.integers(0, table.nx, n_cells), rng.integers(0, table.ny, n_cells)
+    cx, cy = table.x0 + i * table.dx, table.y0 + j * table.dy
+    minx, miny, maxx, maxy = snap.bounds
+    ix, iy = rng.uniform(minx, maxx, n_cells), rng.uniform(miny, maxy, n_cells)
+    mx, my = (vlon[:-1] + vlon[1:]) / 2, (vlat[:-1] + vlat[1:]) / 2
+    return np.concatenate([vlon, mx, cx, cx, ix]), np.concatenate([vlat, my, cy, iy, cy])
+
+
+def bench_cells_bulk(snap: Snapshot, lon: np.ndarray, lat: np.ndarray, args: Any) -> list[Row]:
+    index = snap.grids.index
+    n = len(lon)
+    geoms = shapely.from_wkb(shapely.to_wkb(index.geoms))  # unprepared, for the bare query
+    bare = STRtree(geoms)
+    t_build, _ = best_of(index.cell_table, 1)
+    facts = table_facts(index)
+    say(f"cell table of {len(index):,} grids built in {t_build:.2f} s: {facts}")
+    times, res = bulk_times(
+        {
+            "bare": lambda: bare.query(shapely.points(lon, lat), predicate="intersects"),
+            "tree": lambda: index.locate_tree(lon, lat),
+            "cells": lambda: index.locate(lon, lat),
+        },
+        args.repeats,
+    )
+    tree_idx, cells_idx = res["tree"], res["cells"]
+    bare_idx = hits_to_index(n, *res["bare"])
+    same_tree = int((tree_idx == cells_idx).sum())
+    same_bare = int((bare_idx == cells_idx).sum())
+    elon, elat = edge_points(snap, 5000, 20_000)
+    e_cells, e_tree = index.locate(elon, elat), index.locate_tree(elon, elat)
+    same_edges = int((e_cells == e_tree).sum())
+    m = min(args.pg_sample, n)
+    pg_lon, pg_lat = np.concatenate([lon[:m], elon]), np.concatenate([lat[:m], elat])
+    pg_agree, pg_met = (
+        ("skipped (--skip-postgis)", "?")
+        if args.skip_postgis
+        else cells_postgis(snap, pg_lon, pg_lat, index.locate(pg_lon, pg_lat))
+    )
+    speedup = times["bare"] / times["cells"]
+    say(
+        f"bulk {n:,}: bare {times['bare']:.3f} s, tree {times['tree']:.3f} s, "
+        f"cells {times['cells']:.3f} s ({speedup:.1f}x faster than bare)"
+    )
+    return [
+        Row(
+            f"bulk locate {n:,} points, {len(index):,} grids (s, best of {args.repeats})",
+            f"cell table {times['cells']:.3f}",
+            f"bare STRtree query {times['bare']:.3f}",
+            f"{speedup:.1f}x faster",
+            "≥ 5x faster",
+            "yes" if speedup >= 5 else "NO",
+        ),
+        Row(
+            "  the previous path, `locate_tree` (tree + intersects_xy), same points",
+            f"cell table {times['cells']:.3f}",
+            f"tree path {times['tree']:.3f}",
+            f"{times['tree'] / times['cells']:.1f}x faster",
+        ),
+        Row(
+            "  points answered by a lookup alone (no polygon test)",
+            f"{cell_share(index, lon, lat):.1%}",
+            "",
+            "",
+        ),
+        Row(
+            f"  cell table build, {len(index):,} grids (s)",
+            f"{t_build:.2f}",
+            facts,
+            "",
+        ),
+        Row(
+            "  codes equal to the tree path (itself = PostGIS, issue 2), every point",
+            f"{same_tree:,} / {n:,}",
+            f"bare STRtree smallest hit: {same_bare:,} / {n:,}",
+            "",
+            "all",
+            "yes" if same_tree == n else "NO",
+        ),
+        Row(
+            "  the same, grid corners, edge midpoints, cell edges and corners",
+            f"{same_edges:,} / {len(elon):,}",
+            "",
+            "",
+            "all",
+            "yes" if same_edges == len(elon) else "NO",
+        ),
+        Row(
+            f"  codes equal to PostGIS ST_Covers (smallest code): {m:,} of the random points "
+            "and all of the row above",
+            pg_agree,
+            "",
+            "",
+            "all",
+            pg_met,
+        ),
+    ]
+
+
+def bench_cells_single(snap: Snapshot, lon: np.ndarray, lat: np.ndarray, args: Any) -> list[Row]:
+    with_table = snap.grids.index
+    without = PolygonIndex(with_table.geoms, with_table.projection)  # its table never built
+    bare = STRtree(shapely.from_wkb(shapely.to_wkb(with_table.geoms)))
+    n = args.single
+    xs, ys = lon[:n].tolist(), lat[:n].tolist()
+    before = [without.locate_point(x, y) for x, y in zip(xs, ys, strict=True)]
+    after = [with_table.locate_point(x, y) for x, y in zip(xs, ys, strict=True)]
+    if before != after:
+        raise RuntimeError("locate_point answers differ with and without the table")
+    us = per_op_us(
+        {
+            "before": lambda i: without.locate_point(xs[i], ys[i]),
+            "after": lambda i: with_table.locate_point(xs[i], ys[i]),
+            "bare": lambda i: bare.query(shapely.points(xs[i], ys[i]), predicate="intersects"),
+        },
+        n,
+        args.repeats,
+    )
+    say(f"single point: before {us['before']:.1f} µs, after {us['after']:.1f} µs")
+    return [
+        Row(
+            f"single-point `locate_point` (µs/op, {n:,} points, same answers)",
+            f"with the table {us['after']:.1f}",
+            f"before (tree) {us['before']:.1f}",
+            f"{us['before'] / us['after']:.1f}x faster",
+            "no slower",
+            "yes" if us["after"] <= us["before"] * 1.05 else "NO",
+        ),
+        Row(
+            "  bare STRtree query of one point (µs/op)",
+            "",
+            f"{us['bare']:.1f}",
+            "",
+        ),
+    ]
+
+
+def bench_cells_big(n_grids: int, n_points: int) -> list[Row]:
+    """Build time and size at ``n_grids`` (synthesised in memory), and one bulk run there."""
+    t0 = time.perf_counter()
+    geoms = synth_grids(n_grids).geometry.to_numpy()
+    index = PolygonIndex(geoms, MetricProjection(4549))
+    say(f"{len(index):,} grids synthesised and indexed in {time.perf_counter() - t0:.0f} s")
+    t_build, _ = best_of(index.cell_table, 1)
+    facts = table_facts(index)
+    say(f"cell table of {len(index):,} grids built in {t_build:.2f} s: {facts}")
+    minx, miny, maxx, maxy = shapely.total_bounds(geoms)
+    dx, dy = (maxx - minx) * MARGIN, (maxy - miny) * MARGIN
+    rng = np.random.default_rng(20240502)
+    lon = rng.uniform(minx - dx, maxx + dx, n_points)
+    lat = rng.uniform(miny - dy, maxy + dy, n_points)
+    bare = STRtree(shapely.from_wkb(shapely.to_wkb(geoms)))
+    times, res = bulk_times(
+        {
+            "bare": lambda: bare.query(shapely.points(lon, lat), predicate="intersects"),
+            "tree": lambda: index.locate_tree(lon, lat),
+            "cells": lambda: index.locate(lon, lat),
+        },
+        1,
+    )
+    same = int((res["tree"] == res["cells"]).sum())
+    speedup = times["bare"] / times["cells"]
+    say(f"{n_grids:,} grids: bare {times['bare']:.3f} s, cells {times['cells']:.3f} s")
+    return [
+        Row(
+            f"cell table build, {len(index):,} grids (s)",
+            f"{t_build:.2f}",
+            facts,
+            "",
+        ),
+        Row(
+            f"  bulk locate {n_points:,} points on these grids (s, one run)",
+            f"cell table {times['cells']:.3f}",
+            f"bare STRtree query {times['bare']:.3f}; tree path {times['tree']:.3f}",
+            f"{speedup:.1f}x faster",
+            "",
+            "",
+        ),
+        Row(
+            "  share answered by a lookup alone; codes equal to the tree path",
+            f"{cell_share(index, lon, lat):.1%}",
+            f"{same:,} / {n_points:,}",
+            "",
+            "all",
+            "yes" if same == n_points else "NO",
+        ),
+    ]
+
+
+def cells_main(args: Any, argv: list[str]) -> None:
+    started = time.perf_counter()
+    host = machine()
+    data_dir = city_dir(args.grids)
+    t0 = time.perf_counter()
+    snap = load_dataset(data_dir, name="synthetic")
+    say(f"{len(snap.grids):,} grids from {data_dir} loaded in {time.perf_counter() - t0:.1f} s")
+    lon, lat = random_points(snap, args.points, seed=20240502)
+    rows = bench_cells_bulk(snap, lon, lat, args)
+    rows += bench_cells_single(snap, lon, lat, args)  # after the bulk part built the table
+    if args.big_grids:
+        del snap
+        rows += bench_cells_big(args.big_grids, args.points)
+    heads = ["measurement", "ours", "baseline", "ratio", "goal", "met"]
+    cells = [[r.what, r.ours, r.baseline, r.ratio, r.goal, r.met] for r in rows]
+    print_table("Bulk locate through the cell lookup table", heads, cells)
+    elapsed = time.perf_counter() - started
+    say(f"done in {elapsed:.0f} s")
+    if args.no_write:
+        return
+    body = [
+        f"## {CELLS_SECTION}",
+        "",
+        f"- date: {stamp()}; machine: {host}. The machine is shared (other builds and tests "
+        "ran meanwhile): each ratio compares runs made in turn in one process, best of "
+        f"{args.repeats}.",
+        f"- command: `{command('bench.bench_locate', argv)}` (took {elapsed:.0f} s)",
+        f"- data: `geo_service.storage.synth.write_city(bench/out/{data_dir.name}, "
+        f"{args.grids:,}, 1000, 1000)` loaded as the service does; {args.points:,} uniform random "
+        f"points (seeded, the same as issue 2's) over the bounds plus {MARGIN:.0%} each side. "
+        f"The {args.big_grids:,}-grid rows: `synth_grids({args.big_grids:,})` in memory and "
+        f"{args.points:,} points drawn the same way.",
+        "- cell table = `PolygonIndex.locate` (`CellTable`, geo_service/core/index.py): a "
+        f"lattice of cells of 1/{CELLS_PER_GRID} of the median grid's width and height (at "
+        f"most {MAX_CELLS:,} cells), "
+        "each inside one grid, outside all, or crossed by an edge (then its candidate grids, "
+        "tested exactly with `intersects_xy`, smallest code first); not built with the "
+        "snapshot: the first locate of 20,000+ points starts building it in a thread (that "
+        "locate goes through the tree), here it is built first. bare = `STRtree(polygons).query("
+        'shapely.points(lon, lat), predicate="intersects")` on unprepared copies; tree path = '
+        "`PolygonIndex.locate_tree`, the bulk locate before this change.",
+        "- PostGIS: the `ST_Covers` lateral join of issue 2 (below its table) on the sample.",
+        "",
+        markdown_table(heads, cells),
+    ]
+    write_section("grid_locate_cells", body)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,19 @@ import logging
 from dataclasses import dataclass
 
 from geo_service.core.cases import ServiceCatalogue
-from geo_service.core.settings import Settings, case_services_path, media_path
+from geo_service.core.settings import (
+    Settings,
+    case_services_path,
+    media_path,
+    snapshot_cache_path,
+)
 from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.domain.casedesk import CaseDesk, Escalator
 from geo_service.domain.webhook import WebhookSender
 from geo_service.storage.base import Backend
 from geo_service.storage.cases import CaseStore
 from geo_service.storage.media import MediaStore
-from geo_service.storage.reloader import Reloader
+from geo_service.storage.reloader import LoadedState, Reloader
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +32,14 @@ def open_backend(settings: Settings) -> Backend:
     if settings.database_url:
         from geo_service.storage.postgis import PostGISBackend
 
-        return PostGISBackend(settings.database_url, pool_size=settings.db_pool_size)
+        return PostGISBackend(
+            settings.database_url, pool_size=settings.db_pool_size, timeout_s=settings.db_timeout_s
+        )
     from geo_service.storage.files import FilesBackend
 
-    return FilesBackend(settings.data_dir, poll_s=settings.reload_poll_s)
+    return FilesBackend(
+        settings.data_dir, poll_s=settings.reload_poll_s, cache_dir=snapshot_cache_path(settings)
+    )
 
 
 def open_case_store(backend: Backend) -> CaseStore:
@@ -109,19 +118,45 @@ class Runtime:
             self.backend.close()
 
 
+# The data ``preload`` loaded in this process (inherited by the workers it forks), and the
+# source it came from: a runtime opened on the same source starts from it.
+_preloaded: tuple[tuple[str | None, str, str], LoadedState] | None = None
+
+
+def _source(settings: Settings) -> tuple[str | None, str, str]:
+    return (settings.database_url, str(settings.data_dir), settings.dataset_name)
+
+
+def preload(settings: Settings) -> Snapshot:
+    """Load the snapshot once, before worker processes fork, so they start ready and share
+    its memory copy-on-write. Nothing of the backend (connections, threads) is kept open."""
+    global _preloaded
+    rt = open_runtime(settings)
+    try:
+        rt.start(watch=False)
+        state = rt.reloader.state()
+    finally:
+        rt.close()
+    _preloaded = (_source(settings), state)
+    return state.snapshot
+
+
 def open_runtime(
     settings: Settings, store: SnapshotStore | None = None, backend: Backend | None = None
 ) -> Runtime:
+    """A runtime on ``settings``' backend (or ``backend``); without a ``store`` of its own it
+    starts from the snapshot ``preload`` loaded in this process, if any, for the same source."""
     owned = backend is None
     backend = backend or open_backend(settings)
+    seed = None
+    if store is None and owned and _preloaded is not None and _preloaded[0] == _source(settings):
+        seed = _preloaded[1]
     store = store if store is not None else SnapshotStore()
+    reloader = Reloader(backend, store, settings.dataset_name)
+    if seed is not None:
+        reloader.seed(seed)
     return Runtime(
-        settings,
-        backend,
-        store,
-        Reloader(backend, store, settings.dataset_name),
-        owned,
-        open_case_desk(settings, backend, store),
+        settings, backend, store, reloader, owned, open_case_desk(settings, backend, store)
     )
 
 

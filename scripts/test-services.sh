@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests need beyond Python: PostgreSQL 15 + PostGIS 3 and Debian's
-# Chromium. Idempotent; writes .test-env with the variables the tests read.
+# Installs and starts what the tests need beyond Python: PostgreSQL 15 + PostGIS 3, Debian's
+# Chromium and nginx (tests/test_deploy.py runs its own on loopback; the system's nginx service
+# is not needed, so it is left stopped). Idempotent; writes .test-env with the variables the
+# tests read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +12,15 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
   || need+=(postgresql-15-postgis-3)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fc-list 2>/dev/null | grep -qi "noto sans cjk" || need+=(fonts-noto-cjk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing ${need[*]} with apt-get"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  if [[ " ${need[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! pg_lsclusters -h 2>/dev/null | grep -q "^15 *main"; then

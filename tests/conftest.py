@@ -146,9 +146,15 @@ def pg_url() -> str:
     return url  # type: ignore[return-value]
 
 
+@pytest.fixture(scope="session")
+def pg_reference_url(pg_databases: PgDatabases) -> str:
+    """This process's own database for reference tables (pytest-xdist workers don't share it)."""
+    return pg_databases.create("ref")
+
+
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+def pg(pg_reference_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(pg_reference_url, autocommit=True) as conn:
         yield conn
 
 

@@ -84,3 +84,37 @@ def reference_coverage(
     """code → (area_m2, covered_m2) from PostGIS."""
     rows = conn.execute(reference_sql(radius_m, quad_segs, prefix)).fetchall()
     return {code: (float(a), float(c)) for code, a, c in rows}
+
+
+def reference_gap_pieces(
+    conn: psycopg.Connection,
+    radius_m: float,
+    quad_segs: int = REFERENCE_QUAD_SEGS,
+    prefix: str = "cov",
+) -> list[tuple[str, float, float, shapely.Geometry, float]]:
+    """Uncovered pieces from PostGIS: ST_Dump(ST_Difference(grid, union of buffers)) per grid,
+    in the metric CRS; each (grid code, area m², perimeter m, a point on it, metres to the
+    nearest point)."""
+    r = float(radius_m)
+    rows = conn.execute(
+        f"""
+        WITH parts AS (
+            SELECT g.code, (ST_Dump(ST_Difference(
+                g.geom, COALESCE(u.geom, ST_SetSRID('POLYGON EMPTY'::geometry, ST_SRID(g.geom)))
+            ))).geom AS geom
+            FROM {prefix}_grids g
+            LEFT JOIN LATERAL (
+                SELECT ST_Union(ST_Buffer(p.geom, {r}, 'quad_segs={quad_segs}')) AS geom
+                FROM {prefix}_points p WHERE ST_DWithin(p.geom, g.geom, {r})
+            ) u ON true
+        )
+        SELECT code, ST_Area(geom), ST_Perimeter(geom), ST_AsBinary(ST_PointOnSurface(geom)),
+               (SELECT min(ST_Distance(parts.geom, p.geom)) FROM {prefix}_points p)
+        FROM parts WHERE ST_Area(geom) > 0
+        ORDER BY code
+        """
+    ).fetchall()
+    return [
+        (code, float(a), float(perim), shapely.from_wkb(bytes(pt)), float(d))
+        for code, a, perim, pt, d in rows
+    ]

@@ -13,9 +13,13 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 @cache
+def _text(layer: str) -> str:
+    return (DATA_DIR / f"{layer}.geojson").read_text(encoding="utf-8")
+
+
 def features(layer: str) -> list[dict[str, Any]]:
-    with open(DATA_DIR / f"{layer}.geojson", encoding="utf-8") as fh:
-        return json.load(fh)["features"]  # type: ignore[no-any-return]
+    """A fresh list each call: a test may change what it gets without touching other tests."""
+    return json.loads(_text(layer))["features"]  # type: ignore[no-any-return]
 
 
 @cache

@@ -50,9 +50,12 @@ def test_import_replaces_a_layer_only_when_valid(data_copy: Path, tmp_path: Path
     bad = squares(3, 3).drop(index=4)  # a hole in the middle
     bad_path = tmp_path / "bad.geojson"
     bad.to_file(bad_path, driver="GeoJSON")
-    res = runner.invoke(app, ["import", "grids", str(bad_path)])
+    res = runner.invoke(app, ["import", "grids", str(bad_path)], env={"COLUMNS": "200"})
     assert res.exit_code == 1
     assert (data_copy / "grids.geojson").read_bytes() == before  # nothing changed
+    # The same report as validate: the gap as a table row, the verdict counted, nothing written.
+    assert "网格间空隙" in res.stdout and "错误 1 个，警告 0 个 → 未通过" in res.stdout
+    assert "未导入任何数据" in res.stderr and "writing" not in res.stdout
 
     good_path = tmp_path / "good.gpkg"
     squares(3, 3).to_crs(4549).to_file(good_path, driver="GPKG")

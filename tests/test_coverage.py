@@ -19,10 +19,12 @@ from geo_service.analysis.coverage import (
     discs,
     grid_cover,
 )
+from geo_service.analysis.gaps import DEFAULT_MIN_GAP_M2, SNAP_M, gap_pieces
 from geo_service.core.crs import geodesic_distance_m
 from geo_service.core.schema import LEVELS
 from geo_service.core.snapshot import Snapshot
-from tests.coverage_ref import load_snapshot, reference_coverage
+from tests import gap_city
+from tests.coverage_ref import load_snapshot, reference_coverage, reference_gap_pieces
 from tests.handmade_city import Site, Square, build, to_lonlat
 
 TOLERANCE = 0.005  # of each unit's area (issue 4)
@@ -132,10 +134,14 @@ def test_disc_wholly_outside_covers_nothing() -> None:
 
 def test_huge_radius_covers_everything() -> None:
     squares = [Square(0, 0, 500, 500, 10), Square(500, 0, 1000, 500, 20)]
-    res = compute_coverage(build(squares, [Site(30_000, 0)]), "stalls", 50_000)
+    snap = build(squares, [Site(30_000, 0)])
+    res = compute_coverage(snap, "stalls", 50_000)
     assert res.overall["area_ratio"] == pytest.approx(1.0, abs=1e-12)
     assert res.overall["population_ratio"] == pytest.approx(1.0, abs=1e-12)
     assert len(res.gaps) == 0
+    pieces = gap_pieces(snap, res.grid)
+    assert len(pieces.frame) == 0 and pieces.dropped == 0
+    assert list(pieces.frame.columns) == PIECE_COLUMNS
 
 
 @pytest.mark.parametrize("radius", [0, -1, -1000, math.nan, math.inf])
@@ -290,3 +296,169 @@ def test_gaps_agree_with_postgis(pg: psycopg.Connection, snapshot: Snapshot) -> 
     # (both went to lon/lat and back: a few m² of rounding along ~1,000 km of edges)
     assert shapely.area(shapely.intersection(metric_gaps, metric_covered)) < 20.0
     assert shapely.area(metric_covered) == pytest.approx(res.overall["covered_m2"], rel=1e-6)
+
+
+# --- gap pieces ----------------------------------------------------------------------------------
+
+PIECE_COLUMNS = [
+    "gap_id",
+    "grid_code",
+    "community_code",
+    "street_code",
+    "district_code",
+    "grid_name",
+    "community_name",
+    "street_name",
+    "area_m2",
+    "population",
+    "nearest_m",
+    "geometry",
+]
+
+
+def test_gap_pieces_are_hand_worked() -> None:
+    """Active stall only (the default everywhere a user asks): the strip is cut in two, the
+    block is whole, the thin strip's two ends are slivers; see tests/gap_city.py."""
+    g = gap_city
+    snap = g.city()
+    res = compute_coverage(snap, "stalls", g.R, active_only=True)
+    pieces = gap_pieces(snap, res.grid)
+    frame = pieces.frame
+    assert list(frame.columns) == PIECE_COLUMNS
+    assert frame.crs.to_epsg() == 4326
+    # Sorted by population: strip west (529.6), block (500), strip east (449.6).
+    assert frame["gap_id"].tolist() == ["G0001", "G0002", "G0003"]
+    codes = snap.grids.codes
+    assert frame["grid_code"].tolist() == [codes[0], codes[1], codes[0]]
+    arc = edge_bound(g.R, 2 * math.pi * g.R)
+    want_area = [g.STRIP_WEST, g.BLOCK.area, g.STRIP_EAST]
+    np.testing.assert_allclose(frame["area_m2"], want_area, atol=arc)
+    want_pop = [1200 * g.STRIP_WEST / g.STRIP.area, 500, 1200 * g.STRIP_EAST / g.STRIP.area]
+    np.testing.assert_allclose(frame["population"], want_pop, atol=1200 * arc / g.STRIP.area)
+    out, inside = disc_error_m(g.R)
+    for near in frame["nearest_m"].iloc[[0, 2]]:  # on the disc's edge
+        assert g.R + inside - SNAP_M <= near <= g.R + out + SNAP_M
+    assert frame["nearest_m"].iloc[1] == pytest.approx(g.BLOCK_NEAREST, abs=1e-3)
+    assert frame["community_code"].tolist() == [c[:12] for c in frame["grid_code"]]
+    assert frame["grid_name"].tolist() == ["网格1", "网格2", "网格1"]
+    # The thin strip's two ends are slivers: dropped, counted, with their area and people.
+    assert pieces.dropped == 2 and pieces.min_area_m2 == DEFAULT_MIN_GAP_M2
+    ends = g.THIN_WEST + g.THIN_EAST
+    assert pieces.dropped_area_m2 == pytest.approx(ends, abs=edge_bound(g.R, 20))
+    assert pieces.dropped_population == pytest.approx(40 * ends / g.THIN.area, abs=0.01)
+    # Pieces and slivers hold every uncovered person and square metre.
+    o = res.overall
+    uncovered = o["population"] - o["covered_population"]
+    assert frame["population"].sum() + pieces.dropped_population == pytest.approx(uncovered)
+    # (cut pieces are snapped to 1 mm: at most half a millimetre along ~9 km of edges)
+    assert frame["area_m2"].sum() + pieces.dropped_area_m2 == pytest.approx(
+        o["area_m2"] - o["covered_m2"], abs=9000 * SNAP_M / 2
+    )
+    # Each piece lies in its grid, and the two strip pieces lie either side of the stall.
+    metric = snap.projection.project(frame.geometry.to_numpy())
+    grids = snap.grids.index.metric[[snap.grids.position[c] for c in frame["grid_code"]]]
+    inter = shapely.area(shapely.intersection(metric, grids))
+    np.testing.assert_allclose(inter, shapely.area(metric), rtol=1e-6)
+    x0 = float(
+        shapely.get_x(
+            shapely.centroid(snap.projection.project(snap.stalls.frame.geometry.to_numpy()[:1]))
+        )[0]
+    )
+    west, east = shapely.bounds(metric[[0, 2]])
+    assert west[2] < x0 < east[0]
+
+
+def test_a_suspended_stall_changes_coverage_and_gaps() -> None:
+    """Counting the suspended stall covers all of the block but its four corners (hand-worked
+    area), which become slivers: the block leaves the list of pieces."""
+    g = gap_city
+    snap = g.city()
+    active = compute_coverage(snap, "stalls", g.R, active_only=True)
+    every = compute_coverage(snap, "stalls", g.R, active_only=False)
+    assert len(active.grid.facilities) == 1 and len(every.grid.facilities) == 2
+    gained = every.overall["covered_m2"] - active.overall["covered_m2"]
+    assert gained == pytest.approx(
+        g.BLOCK_COVERED_BY_SUSPENDED, abs=edge_bound(g.R, 2 * math.pi * g.R)
+    )
+    assert every.overall["covered_population"] - active.overall["covered_population"] == (
+        pytest.approx(500 * g.BLOCK_COVERED_BY_SUSPENDED / g.BLOCK.area, abs=0.1)
+    )
+    pieces = gap_pieces(snap, every.grid)
+    assert pieces.frame["grid_code"].tolist() == [snap.grids.codes[0]] * 2
+    assert pieces.dropped == 2 + 4
+    corners = pieces.dropped_area_m2 - (g.THIN_WEST + g.THIN_EAST)
+    assert corners == pytest.approx(4 * g.BLOCK_CORNER, abs=edge_bound(g.R, 2 * math.pi * g.R))
+    # With no threshold the corners are listed, each ~R from the suspended stall.
+    every_piece = gap_pieces(snap, every.grid, 0).frame
+    block = every_piece[every_piece["grid_code"] == snap.grids.codes[1]]
+    assert len(block) == 4
+    np.testing.assert_allclose(block["area_m2"], g.BLOCK_CORNER, atol=edge_bound(g.R, 200))
+    np.testing.assert_allclose(block["nearest_m"], g.R, atol=max(disc_error_m(g.R), key=abs))
+
+
+def test_gap_pieces_threshold_and_limits() -> None:
+    snap = gap_city.city()
+    cover = grid_cover(snap, "stalls", gap_city.R, active_only=True)
+    assert len(gap_pieces(snap, cover, 0).frame) == 5  # every piece, slivers too
+    big = gap_pieces(snap, cover, 480_000)
+    assert big.frame["gap_id"].tolist() == ["G0001"] and big.dropped == 4
+    assert gap_pieces(snap, cover) is gap_pieces(snap, cover, DEFAULT_MIN_GAP_M2)  # cached
+    for bad in (-1, math.nan, math.inf, 1e9):
+        with pytest.raises(CoverageInputError) as exc:
+            gap_pieces(snap, cover, bad)
+        assert exc.value.field == "min_area_m2"
+
+
+def test_no_facility_leaves_whole_grids_with_no_distance() -> None:
+    snap = build([Square(0, 0, 400, 400, 60)], [Site(200, 200)], clusters=[])
+    pieces = gap_pieces(snap, grid_cover(snap, "vendor_clusters", 300))
+    assert pieces.frame["area_m2"].tolist() == pytest.approx([160_000])
+    assert pieces.frame["population"].tolist() == [60]
+    assert math.isnan(pieces.frame["nearest_m"].iloc[0])
+
+
+@pytest.mark.postgis
+def test_gap_pieces_agree_with_postgis(pg: psycopg.Connection, snapshot: Snapshot) -> None:
+    """Active stalls at 500 m on the default data: every piece matches a part of PostGIS'
+    ST_Dump(ST_Difference(grid, ST_Union(ST_Buffer(...)))) in EPSG:4549, in area (within the
+    two disc polygons' difference along its edge) and in distance to the nearest stall."""
+    layer, radius = "stalls", 500.0
+    active = snapshot.stalls.frame["status"].to_numpy() == "active"
+    assert 0 < active.sum() < len(active)  # the suspended ones must not count
+    load_snapshot(pg, snapshot, layer, active, prefix="gap")
+    # (parts under 10 m² are overlay crumbs along grid edges, on either side)
+    ref = [r for r in reference_gap_pieces(pg, radius, prefix="gap") if r[1] >= 10.0]
+    res = compute_coverage(snapshot, layer, radius, active_only=True)
+    pieces = gap_pieces(snapshot, res.grid)
+    frame = pieces.frame
+    assert len(frame) > 500 and pieces.dropped > 0
+    assert frame["population"].is_monotonic_decreasing
+    metric = snapshot.projection.project(frame.geometry.to_numpy())
+    tree = shapely.STRtree(metric)
+    ref_pt = np.array([r[3] for r in ref], dtype=object)
+    ref_area = np.array([r[1] for r in ref])
+    ref_perim = np.array([r[2] for r in ref])
+    ref_near = np.array([r[4] for r in ref])
+    ref_code = np.array([r[0] for r in ref], dtype=object)
+    tol = 0.2 * ref_perim + 1.0  # both discs stay within 0.2 m of the circle at 500 m
+    found, piece = tree.query(ref_pt, predicate="within")
+    # Every PostGIS part clearly above the threshold is one of ours, in the same grid.
+    must = np.flatnonzero(ref_area >= DEFAULT_MIN_GAP_M2 + tol)
+    assert set(must) <= set(found.tolist())
+    assert (frame["grid_code"].to_numpy()[piece] == ref_code[found]).all()
+    assert len(set(piece.tolist())) == len(piece) == len(frame)  # one part each, and all of ours
+    np.testing.assert_array_less(
+        np.abs(frame["area_m2"].to_numpy()[piece] - ref_area[found]), tol[found]
+    )
+    np.testing.assert_allclose(frame["nearest_m"].to_numpy()[piece], ref_near[found], atol=0.25)
+    grid_pop = snapshot.grids.frame.set_index("code")["population"]
+    grid_area = pd.Series(snapshot.grids.index.area_m2, index=snapshot.grids.codes)
+    want_pop = (
+        grid_pop[ref_code[found]].to_numpy()
+        * ref_area[found]
+        / grid_area[ref_code[found]].to_numpy()
+    )
+    np.testing.assert_allclose(frame["population"].to_numpy()[piece], want_pop, rtol=2e-3, atol=0.5)
+    assert frame["area_m2"].sum() + pieces.dropped_area_m2 == pytest.approx(
+        ref_area.sum(), rel=1e-4
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyproj
@@ -15,14 +16,18 @@ from geo_service.core.crs import from_wgs84
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot, SnapshotStore
 from geo_service.web.app import create_app
+from tests import gap_city
 from tests.handmade_city import Site, Square, build, to_lonlat
 
 URL = "/api/v1/coverage"
 GEOD = pyproj.Geod(ellps="WGS84")
 
 
-def handmade_client(snap: Snapshot) -> TestClient:
-    return TestClient(create_app(Settings(max_radius_m=5000), SnapshotStore(snap)))
+def handmade_client(snap: Snapshot, data_dir: Path) -> TestClient:
+    """The app on ``snap``, following an empty data folder: nothing there to reload, so the
+    hand-made city is served throughout (on data/ it would be swapped for the default data)."""
+    settings = Settings(max_radius_m=5000, data_dir=data_dir)
+    return TestClient(create_app(settings, SnapshotStore(snap)))
 
 
 def test_coverage_by_street_is_consistent(client: TestClient, snapshot: Snapshot) -> None:
@@ -32,7 +37,10 @@ def test_coverage_by_street_is_consistent(client: TestClient, snapshot: Snapshot
     assert (
         body["layer"] == "vendor_clusters" and body["radius_m"] == 1000 and body["by"] == "street"
     )
-    assert body["facilities"] == len(snapshot.vendor_clusters)
+    # Active ones only by default (what serves residents today), as counted in the data itself.
+    status = snapshot.vendor_clusters.frame["status"]
+    assert body["include_inactive"] is False
+    assert body["facilities"] == int((status == "active").sum()) < len(status)
     units = body["units"]
     assert len(units) == snapshot.grids.frame["street_code"].nunique()
     assert {
@@ -115,9 +123,9 @@ def test_missing_layer_is_4xx(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "layer"
 
 
-def test_empty_layer_is_zero_coverage() -> None:
+def test_empty_layer_is_zero_coverage(tmp_path: Path) -> None:
     snap = build([Square(0, 0, 500, 500, 100)], [Site(250, 250)], clusters=[])
-    with handmade_client(snap) as c:
+    with handmade_client(snap, tmp_path) as c:
         body = c.get(URL, params={"layer": "vendor_clusters", "radius_m": 300}).json()
         assert body["facilities"] == 0
         assert body["overall"]["covered_m2"] == 0 and body["overall"]["population_ratio"] == 0
@@ -131,34 +139,109 @@ def test_empty_layer_is_zero_coverage() -> None:
         assert check["covered"] is False and check["within"] == [] and check["nearest"] is None
 
 
-def test_handmade_coverage_over_http() -> None:
+def test_handmade_coverage_over_http(tmp_path: Path) -> None:
     snap = build([Square(-1000, -1000, 1000, 1000, 4000)], [Site(0, 0)])
-    with handmade_client(snap) as c:
+    with handmade_client(snap, tmp_path) as c:
         body = c.get(URL, params={"layer": "stalls", "radius_m": 300}).json()
     want = math.pi * 300**2
     assert body["units"][0]["covered_m2"] == pytest.approx(want, abs=0.1)
     assert body["units"][0]["covered_population"] == pytest.approx(4000 * want / 4e6, abs=0.1)
 
 
-def test_gaps_feature_collection(client: TestClient) -> None:
+def test_gaps_feature_collection(client: TestClient, snapshot: Snapshot) -> None:
     r = client.get(URL + "/gaps", params={"layer": "vendor_clusters", "preset": 1000})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/geo+json")
     fc = r.json()
     assert fc["type"] == "FeatureCollection" and fc["numberReturned"] == len(fc["features"]) > 0
     props = [f["properties"] for f in fc["features"]]
+    assert [f["id"] for f in fc["features"]] == [p["gap_id"] for p in props]
+    assert [p["gap_id"] for p in props] == [f"G{i:04d}" for i in range(1, len(props) + 1)]
+    pops = [p["population"] for p in props]
+    assert pops == sorted(pops, reverse=True)
+    grids = snapshot.grids.frame.set_index("code")
+    for p in props[:20]:  # each piece names the one grid it lies in, and that grid's units
+        row = grids.loc[p["grid_code"]]
+        assert (p["community_code"], p["street_code"], p["district_code"]) == (
+            row["community_code"],
+            row["street_code"],
+            row["district_code"],
+        )
+        assert (p["grid_name"], p["street_name"]) == (row["name"], row["street_name"])
+        assert p["area_m2"] >= fc["min_area_m2"] == 1000
+        assert p["nearest_m"] >= 1000 - 0.2  # out of reach of every counted facility
     overall = fc["overall"]
-    assert sum(p["population"] for p in props) == pytest.approx(
+    assert fc["dropped"] > 0 and 0 < fc["dropped_area_m2"] < fc["dropped"] * 1000
+    assert sum(pops) + fc["dropped_population"] == pytest.approx(
         overall["population"] - overall["covered_population"], abs=len(props)
     )
-    assert sum(p["area_m2"] for p in props) == pytest.approx(
+    assert sum(p["area_m2"] for p in props) + fc["dropped_area_m2"] == pytest.approx(
         overall["area_m2"] - overall["covered_m2"], rel=1e-5
     )
+    everything = client.get(
+        URL + "/gaps", params={"layer": "vendor_clusters", "preset": 1000, "min_area_m2": 0}
+    ).json()
+    assert everything["dropped"] == 0
+    assert everything["numberReturned"] == fc["numberReturned"] + fc["dropped"]
     assert all(f["geometry"]["type"] in ("Polygon", "MultiPolygon") for f in fc["features"])
     lon, lat = shapely.get_coordinates(
         shapely.from_geojson(json.dumps(fc["features"][0]["geometry"]))
     ).T
     assert lon.min() > 118 and lon.max() < 121 and lat.min() > 36 and lat.max() < 37.5  # WGS84
+
+
+def test_a_suspended_stall_counts_only_when_asked(tmp_path: Path) -> None:
+    """tests/gap_city.py: one active stall and one suspended one; figures worked by hand."""
+    g = gap_city
+    snap = g.city()
+    q = {"layer": "stalls", "radius_m": g.R}
+    disc_tol = 2 * math.pi * g.R * 0.1  # the 128-gon strays < 0.1 m from the circle at 300 m
+    with handmade_client(snap, tmp_path) as c:
+        active = c.get(URL, params={**q, "by": "district"}).json()
+        every = c.get(URL, params={**q, "by": "district", "include_inactive": "true"}).json()
+        assert (active["include_inactive"], active["facilities"]) == (False, 1)
+        assert (every["include_inactive"], every["facilities"]) == (True, 2)
+        gained = every["overall"]["covered_m2"] - active["overall"]["covered_m2"]
+        assert gained == pytest.approx(g.BLOCK_COVERED_BY_SUSPENDED, abs=disc_tol)
+
+        gaps = c.get(URL + "/gaps", params=q).json()
+        props = [f["properties"] for f in gaps["features"]]
+        assert [p["gap_id"] for p in props] == ["G0001", "G0002", "G0003"]
+        assert [p["area_m2"] for p in props] == pytest.approx(
+            [g.STRIP_WEST, g.BLOCK.area, g.STRIP_EAST], abs=disc_tol
+        )
+        assert props[1]["nearest_m"] == pytest.approx(g.BLOCK_NEAREST, abs=0.1)
+        assert props[1]["population"] == 500 and props[1]["grid_name"] == "网格2"
+        assert gaps["dropped"] == 2
+        assert gaps["dropped_area_m2"] == pytest.approx(g.THIN_WEST + g.THIN_EAST, abs=1)
+        with_suspended = c.get(URL + "/gaps", params={**q, "include_inactive": "true"}).json()
+        assert [f["properties"]["grid_name"] for f in with_suspended["features"]] == ["网格1"] * 2
+        assert with_suspended["dropped"] == 2 + 4  # the block's four corners
+
+        lon, lat = to_lonlat(*g.SUSPENDED)  # the block's centre, where the suspended stall is
+        point = {**q, "lon": lon, "lat": lat}
+        check = c.get(URL + "/check", params=point).json()
+        assert check["covered"] is False and check["within"] == []
+        far = GEOD.inv(lon, lat, *to_lonlat(*g.ACTIVE))[2]
+        assert check["nearest"]["code"] == snap.stalls.codes[0]
+        assert check["nearest"]["distance_m"] == pytest.approx(far, abs=0.1)
+        check = c.get(URL + "/check", params={**point, "include_inactive": "true"}).json()
+        assert check["covered"] is True and check["within"][0]["code"] == snap.stalls.codes[1]
+
+        page = c.get("/maps/coverage", params=q).text
+        assert "1 处在用（暂停、迁址 1 处未计入）" in page and "G0001" in page
+        page = c.get("/maps/coverage", params={**q, "include_inactive": "true"}).text
+        assert "2 处（含暂停、迁址，不含撤销）" in page and "G0003" not in page
+
+        old = c.get(URL, params={**q, "active_only": "true"})
+        assert old.status_code == 400 and "active_only" in old.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["-1", "1e9", "nan", "abc"])
+def test_bad_min_area_is_4xx(client: TestClient, value: str) -> None:
+    r = client.get(URL + "/gaps", params={"layer": "stalls", "radius_m": 500, "min_area_m2": value})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "min_area_m2"
 
 
 def test_check_a_point_in_every_crs(client: TestClient, snapshot: Snapshot) -> None:
@@ -181,7 +264,8 @@ def test_check_a_point_in_every_crs(client: TestClient, snapshot: Snapshot) -> N
     ).json()
     assert far["covered"] is False and far["grid_code"] is None
     nearest = far["nearest"]
-    lons, lats = snapshot.stalls.index.lon, snapshot.stalls.index.lat
+    active = (snapshot.stalls.frame["status"] == "active").to_numpy()
+    lons, lats = snapshot.stalls.index.lon[active], snapshot.stalls.index.lat[active]
     assert nearest["distance_m"] == pytest.approx(
         GEOD.inv(np.full(len(lons), 119.5), np.full(len(lons), 36.9), lons, lats)[2].min(),
         abs=0.2,
@@ -205,7 +289,7 @@ def test_what_if_over_http(client: TestClient, snapshot: Snapshot) -> None:
     r = client.post(URL + "/what-if", json=body)
     assert r.status_code == 200, r.text
     res = r.json()
-    assert res["added"][0]["lon"] == pytest.approx(pt.x, abs=1e-7)
+    assert res["added"][0]["lon"] == pytest.approx(pt.x, abs=5e-7)  # rounded to 6 decimals
     gain = res["gain"]["covered_population"]
     assert gain > 0
     assert res["after"]["covered_population"] - res["before"]["covered_population"] == (
@@ -276,7 +360,7 @@ def test_optimize_over_http(client: TestClient) -> None:
         json={**body, "p": 1, "crs": "gcj02", "candidates": [[float(gx), float(gy)]]},
     ).json()
     assert given["candidates"] == 1
-    assert given["sites"][0]["lon"] == pytest.approx(lon, abs=1e-7)
+    assert given["sites"][0]["lon"] == pytest.approx(lon, abs=5e-7)  # rounded to 6 decimals
 
 
 @pytest.mark.parametrize(

@@ -395,16 +395,18 @@ def test_a_layer_file_with_errors_is_rejected_whole_with_the_report(
     assert r.status_code == 422, r.text
     body = r.json()
     report = body["report"]
-    assert not report["ok"] and report["overlaps"]
+    assert not report["ok"] and report["topology"]["overlaps"]
     first = rawdata.features("grids")[0]["properties"]["code"]
-    assert any(first in o["codes"] for o in report["overlaps"])
-    assert any(p["field"] == "code" for p in report["rows"]["problems"])
+    assert any(first in o["codes"] for o in report["topology"]["overlaps"])
+    assert any(p["field"] == "code" for p in report["problems"])
+    # The errors list names topology errors too (not only rejected rows).
+    assert {"code", "geometry"} <= {e["field"] for e in body["errors"]}
     # The same report `geo-service validate --json` gives for the same file.
     path = tmp_path / "grids.geojson"
     path.write_bytes(data)
     res = CliRunner().invoke(cli_app, ["validate", str(path), "--json"])
     cli_report = json.loads(res.stdout)
-    cli_report["rows"]["source"] = report["rows"]["source"]
+    cli_report["source"] = report["source"]
     assert cli_report == report
     # Nothing changed anywhere.
     assert backend.revisions() == rev

@@ -10,14 +10,20 @@ broken reload would reach on a loaded machine; how fast it arrives is measured b
 from __future__ import annotations
 
 import json
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
+from geo_service import runtime
 from geo_service.core.principal import Principal, Role
 from geo_service.core.schema import LayerName
 from geo_service.core.settings import Settings
@@ -25,11 +31,12 @@ from geo_service.core.versions import IfMatch
 from geo_service.domain.editing import update
 from geo_service.storage.base import Backend
 from geo_service.storage.postgis import LISTENER_NAME, PostGISBackend
+from geo_service.storage.synth import write_city
 from geo_service.web.app import create_app
 from tests import rawdata
 from tests.backends import reset_postgis
 from tests.keys import key_for
-from tests.services import service
+from tests.services import REPO, child_env, free_port, service
 
 CEILING_S = 30.0  # "eventually": a lost change, not a slow one, fails the test
 
@@ -167,3 +174,63 @@ def test_an_instance_reconnects_its_listener_and_catches_up(
     finally:
         other.close()
         backend.close()
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_serve_with_two_workers_loads_once_and_starts_every_worker(tmp_path: Path) -> None:
+    """``serve --workers 2`` loads the data in the parent and forks: both workers finish their
+    start-up, answer, and none is killed and restarted on the way."""
+    data = tmp_path / "city"
+    write_city(data, 400, 5, 5)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "geo_service.cli", "serve", "--workers", "2", "--host",
+           "127.0.0.1", "--port", str(port)]  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=child_env({"GEO_SERVICE_DATA_DIR": str(data)}), stderr=log
+        )
+    try:
+        started = lambda: log_path.read_text().count("Application startup complete")  # noqa: E731
+        assert wait_until(lambda: proc.poll() is None and started() >= 2) is not None
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        for _ in range(20):  # fresh connections, so both workers take some
+            assert httpx.get(f"{url}/readyz", timeout=10).json() == {"status": "ready"}
+            meta = httpx.get(f"{url}/api/v1/meta", timeout=10).json()
+            assert meta["layers"]["grids"]["features"] == 400
+        assert _children(proc.pid) == workers, "a worker was restarted"
+        text = log_path.read_text()
+        assert text.count("Booting worker") == 2 and "died" not in text, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_preloaded_snapshot_is_served_and_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime opened after ``preload`` starts from that very snapshot (no second load) and
+    catches up with a change made between the preload and its start."""
+    monkeypatch.setattr(runtime, "_preloaded", None)
+    data = tmp_path / "city"
+    write_city(data, 100, 3, 3)
+    settings = Settings(data_dir=data, reload_poll_s=0.05)
+    first = runtime.preload(settings)
+    write_city(data, 64, 3, 3, seed=1)  # the source changes before a worker starts
+    rt = runtime.open_runtime(settings)
+    try:
+        assert rt.store.get() is first
+        rt.start()
+        assert wait_until(lambda: len(rt.store.get().grids) == 64) is not None
+        assert rt.reloader.reloads == 1
+    finally:
+        rt.close()

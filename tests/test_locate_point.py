@@ -11,6 +11,7 @@ import pyproj
 import pytest
 import shapely
 
+from geo_service.core.index import PolygonIndex
 from geo_service.core.schema import LayerName
 from geo_service.core.snapshot import Snapshot, build_snapshot
 from tests.citybuilder import BASE, squares
@@ -34,23 +35,41 @@ def code(snap: Snapshot, i: int) -> str | None:
     return str(snap.grids.codes[i]) if i >= 0 else None
 
 
-@pytest.mark.parametrize(
-    ("lon", "lat", "expected"),
-    [
-        (119.105, 36.715, "001"),
-        (119.115, 36.705, "004"),
-        (119.11, 36.715, "001"),  # edge 001|002
-        (119.115, 36.71, "002"),  # edge 002/004
-        (119.11, 36.71, "001"),  # corner of all four
-        (119.12, 36.70, "004"),  # outer corner
-        (119.0999999, 36.705, None),
-        (0.0, 0.0, None),
-    ],
-)
+HAND_WORKED = [
+    (119.105, 36.715, "001"),
+    (119.115, 36.705, "004"),
+    (119.11, 36.715, "001"),  # edge 001|002
+    (119.115, 36.71, "002"),  # edge 002/004
+    (119.11, 36.71, "001"),  # corner of all four
+    (119.12, 36.70, "004"),  # outer corner
+    (119.0999999, 36.705, None),
+    (0.0, 0.0, None),
+    (float("nan"), 36.705, None),
+]
+
+
+@pytest.mark.parametrize(("lon", "lat", "expected"), HAND_WORKED)
 def test_locate_point_hand_worked(
     small: Snapshot, lon: float, lat: float, expected: str | None
 ) -> None:
     got = code(small, small.grids.index.locate_point(lon, lat))
+    assert got == (None if expected is None else f"{BASE}{expected}")
+
+
+@pytest.fixture(scope="module")
+def small_with_table(small: Snapshot) -> PolygonIndex:
+    """The same squares in an index of its own whose cell lookup table is built: the one-point
+    path then looks the point's cell up, and tests only where a cell meets an edge."""
+    index = PolygonIndex(small.grids.index.geoms, small.grids.index.projection)
+    assert index.cell_table() is not None
+    return index
+
+
+@pytest.mark.parametrize(("lon", "lat", "expected"), HAND_WORKED)
+def test_locate_point_through_the_cell_table(
+    small: Snapshot, small_with_table: PolygonIndex, lon: float, lat: float, expected: str | None
+) -> None:
+    got = code(small, small_with_table.locate_point(lon, lat))
     assert got == (None if expected is None else f"{BASE}{expected}")
 
 

@@ -455,3 +455,137 @@ def test_coverage_map_of_a_large_city_is_drawn_by_community(
         units = coloured_units(html)
         assert len(units) == communities
         assert {u["properties"]["level"] for u in units} == {"community"}
+
+
+# --- issue 12: what the officers' maps say -------------------------------------------------
+
+OSM_DAYS = re.compile(r"\b(Mo|Tu|We|Th|Fr|Sa|Su)\b|\d\d:\d\d-\d\d:\d\d")
+
+
+def phone_hours(client: TestClient, layer: str) -> dict[str, str]:
+    """The hours as the phone pages word them (the API's ``hours_text``, which ``/s/{code}``
+    shows), by code."""
+    path = {"stalls": "/api/v1/stalls", "vendor_clusters": "/api/v1/vendor-clusters"}[layer]
+    body = client.get(path, params={"limit": 1000}).json()
+    return {f["properties"]["code"]: f["properties"]["hours_text"] for f in body["features"]}
+
+
+def test_popups_show_the_hours_in_chinese_as_the_phone_pages_do(client: TestClient) -> None:
+    """Issue 12: popups showed "Mo-Fr 08:00-17:30" where the phone pages say 周一至周五 …"""
+    stalls, clusters = phone_hours(client, "stalls"), phone_hours(client, "vendor_clusters")
+    assert set(stalls) == set(rawdata.properties("stalls"))
+    assert any(OSM_DAYS.search(p["hours"]) for p in rawdata.properties("stalls").values())
+    code = next(c for c, p in rawdata.properties("stalls").items() if "Mo-Fr" in p["hours"])
+    page = client.get(f"/s/{code}").text
+    assert f'<dd id="hours">{stalls[code]}</dd>' in page and "周一至周五" in stalls[code]
+    grid = min(
+        c for c, g in rawdata.geometries("grids").items()
+        if g.covers(rawdata.geometries("stalls")[code])
+    )  # fmt: skip
+    pages = {  # every map that draws facilities (the pages PAGES above builds, cached)
+        "/maps/overview": ("stall", "vendor_cluster"),
+        f"/maps/grids/{grid}": ("stall", "vendor_cluster"),
+        "/maps/coverage?layer=stalls&radius_m=1000": ("stall",),
+    }
+    for path, kinds in pages.items():
+        html = client.get(path).text
+        for kind in kinds:
+            rows = _page_rows(html, kind)
+            ref = stalls if kind == "stall" else clusters
+            assert rows, (path, kind)
+            for c, row in rows.items():
+                assert "hours" not in row, (path, c)  # the raw string never reaches a popup
+                assert row["hours_text"] == ref[c], (path, c)
+                assert not OSM_DAYS.search(row["hours_text"]), (path, c)
+        if "/grids/" in path:
+            assert stalls[code] in json.dumps(_page_rows(html, "stall")[code], ensure_ascii=False)
+
+
+def page_controls(html: str) -> dict[str, str]:
+    """The HTML of each ``GeoMaps.htmlControl`` of a page, by CSS class."""
+    found = re.findall(
+        r'GeoMaps\.htmlControl\([^,]+,\s*"[a-z]+",\s*("(?:[^"\\]|\\.)*"),\s*"([^"]*)"\)', html
+    )
+    return {cls: json.loads(text) for text, cls in found}
+
+
+def test_grid_card_and_popups_say_which_stalls_are_not_open_and_why(client: TestClient) -> None:
+    """Issue 12: the officer's card listed a relocated stall without saying so."""
+    props = rawdata.properties("stalls")
+    relocated = [c for c, p in props.items() if p["status"] == "relocated"]
+    suspended = [c for c, p in props.items() if p["status"] == "suspended"]
+    grids = rawdata.geometries("grids")
+    for code in relocated + suspended[:2]:
+        grid = min(c for c, g in grids.items() if g.covers(rawdata.geometries("stalls")[code]))
+        html = client.get(f"/maps/grids/{grid}").text
+        card = page_controls(html)["gm-card"]
+        item = re.search(rf"<li>{re.escape(code)} [^<]*— 网格内(.*?)</li>", card)
+        assert item, (code, card)
+        # data/ records no destination for its relocated stalls (moved_to_* are absent)
+        want = "已迁址，新址未登记" if code in relocated else "暂停营业"
+        assert f"〔{want}〕" in item.group(1), item.group(0)
+        in_grid = [
+            p["status"] for c, p in props.items()
+            if min((g for g, s in grids.items() if s.covers(rawdata.geometries("stalls")[c])),
+                   default=None) == grid
+        ]  # fmt: skip
+        row = re.search(r"<th>网格内小蓝棚</th><td>([^<]*)</td>", card)
+        assert row and row.group(1).startswith(str(len(in_grid)))
+        if code in relocated:
+            assert f"已迁址 {in_grid.count('relocated')}" in row.group(1)
+        popup = _page_rows(html, "stall")[code]
+        assert popup["status_text"] == want
+    # the active ones say nothing (the popup reads null as 正常营业)
+    active = next(c for c, p in props.items() if p["status"] == "active")
+    assert _page_rows(client.get("/maps/overview").text, "stall")[active]["status_text"] is None
+
+
+def test_a_relocation_with_a_destination_is_drawn_and_named(snapshot: Snapshot) -> None:
+    """已迁至 names the stall at the new place and how far it is (pyproj.Geod on the raw
+    points); a dashed line joins the old spot to the new one (WGS84 on OSM)."""
+    import pyproj
+
+    from geo_service.core.snapshot import build_snapshot
+    from geo_service.render.maps.basemaps import Basemap
+    from geo_service.render.maps.grid import grid_map
+    from geo_service.render.maps.page import PageOptions, render_html
+
+    raw = {s["code"]: s for s in rawdata.points("stalls")}
+    old = [c for c, s in raw.items() if s["status"] == "active"][3]
+    new = next(  # the nearest other active stall: a move of some hundred metres
+        c
+        for c, _ in rawdata.geodesic_ranking(
+            list(raw.values()), raw[old]["lon"], raw[old]["lat"], lambda s: s["status"] == "active"
+        )
+        if c != old
+    )
+    frame = snapshot.stalls.frame.copy()
+    frame.loc[frame["code"] == old, ["status", "moved_to_code"]] = ["relocated", new]
+    snap = build_snapshot(
+        {"grids": snapshot.grids.frame, "stalls": frame,
+         "vendor_clusters": snapshot.vendor_clusters.frame},  # type: ignore[dict-item]
+        name="t", version="t", projection=snapshot.projection,
+    )  # fmt: skip
+    p = shapely.Point(raw[old]["lon"], raw[old]["lat"])
+    grid = min(c for c, g in rawdata.geometries("grids").items() if g.covers(p))
+    options = PageOptions(basemap=Basemap.osm)
+    html = render_html(grid_map(snap, grid, options), options)
+    far = pyproj.Geod(ellps="WGS84").inv(
+        raw[old]["lon"], raw[old]["lat"], raw[new]["lon"], raw[new]["lat"]
+    )[2]
+    card = page_controls(html)["gm-card"]
+    m = re.search(
+        rf"<li>{re.escape(old)} [^<]*<span[^>]*>〔已迁至 {re.escape(new)} {re.escape(raw[new]['name'])}"
+        r"（[^）]*），距原址约 ([\d.,]+) (米|公里)〕",
+        card,
+    )
+    assert m, card
+    shown = float(m.group(1).replace(",", "")) * (1000 if m.group(2) == "公里" else 1)
+    assert abs(shown - far) <= (51 if m.group(2) == "公里" else 1)
+    assert _page_rows(html, "stall")[old]["status_text"].startswith(f"已迁至 {new}")
+    line = re.search(r'"id":"move:' + re.escape(old) + r'","geometry":(\{[^}]*\})', html)
+    assert line, "the relocation is drawn"
+    coords = json.loads(line.group(1))["coordinates"]
+    ref = [[raw[old]["lon"], raw[old]["lat"]], [raw[new]["lon"], raw[new]["lat"]]]
+    assert np.allclose(coords, ref, atol=1.5e-6)
+    assert "迁址：原址 → 新址" in page_controls(html)["gm-legend"]

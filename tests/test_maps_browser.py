@@ -260,7 +260,8 @@ def test_search_finds_stalls_and_grids(browser: Browser, base_url: str, artifact
         ("鸿福北", "鸿福北社区"),
         ("blxc", "白浪新村社区"),
     ):
-        page.evaluate("GeoMaps.map.closePopup()")
+        # Returns nothing: closePopup() returns the map, which Playwright would serialise (10 s).
+        page.evaluate("() => { GeoMaps.map.closePopup(); }")
         box.fill(q)
         box.press("Enter")
         page.wait_for_function(
@@ -315,8 +316,8 @@ def test_coverage_map_with_candidates(
     gaps = client.get("/api/v1/coverage/gaps?layer=stalls&radius_m=500").json()
     assert got["units"] == expected["communities"]
     assert got["gaps"] == len(gaps["features"])
-    # A retired stall serves nobody; every other one counts.
-    serving = sum(p["status"] != "retired" for p in rawdata.properties("stalls").values())
+    # Coverage counts what serves residents today: active stalls only (include_inactive=false).
+    serving = sum(p["status"] == "active" for p in rawdata.properties("stalls").values())
     assert got["facilities"] == serving and got["discs"] == serving
     assert got["candidates"] == 2 and got["candidate_discs"] == 2
     # Units are coloured after the what-if: compare with the API's answer for the same change.
@@ -342,7 +343,7 @@ def test_coverage_map_with_candidates(
 
     opened = open_map(browser, f"{base_url}/maps/coverage?layer=vendor_clusters&basemap=osm")
     got = counts(opened.page)
-    serving = sum(p["status"] != "retired" for p in rawdata.properties("vendor_clusters").values())
+    serving = sum(p["status"] == "active" for p in rawdata.properties("vendor_clusters").values())
     assert got["units"] == expected["grids"] and got["facilities"] == serving
     opened.watch.check()
     shot(opened, artifacts, "coverage-vendor-clusters")

@@ -626,3 +626,64 @@ def test_relocated_stall_pages_navigate_to_the_new_place(
     codes = [r["code"] for r in result_rows(page, "#results")]
     assert not {c["code"] for c, _ in cases.values()} & set(codes)
     assert phone.errors == []
+
+
+def test_find_a_place_by_name_or_pinyin_then_the_nearest_stalls(
+    phone_refused: Phone, live_server: str, artifacts: Path
+) -> None:
+    """Issue 12: a resident without GPS looks a place up (the service's search, pinyin
+    initials here) and the list starts from it; typed text is shown as text, never as HTML."""
+    grids = rawdata.properties("grids")
+    community = next(p for p in grids.values() if p["community_name"] == "白浪新村社区")
+    code = community["community_code"]
+    page = phone_refused.page
+    asked = nearest_requests(page)
+    page.goto(f"{live_server}/find")
+    page.wait_for_function("() => document.querySelector('#where').textContent.includes('未允许')")
+    page.fill("#place-q", "blxc")
+    page.press("#place-q", "Enter")
+    page.wait_for_selector(f"#place-hits button[data-code='{code}']")
+    hit = page.locator(f"#place-hits button[data-code='{code}']")
+    assert "白浪新村社区" in (hit.text_content() or "") and "社区" in (hit.text_content() or "")
+    page.screenshot(path=str(artifacts / "find-place-search.png"), full_page=True)
+    hit.click()
+    page.wait_for_selector("#results > li")
+    assert page.locator("#place-hits").is_hidden()
+    where = page.text_content("#where") or ""
+    assert "白浪新村社区" in where and "未允许" not in where
+    q = asked[-1]
+    assert q["crs"] == ["wgs84"]
+    lon, lat = float(q["lon"][0]), float(q["lat"][0])
+    inside = [
+        c for c, g in rawdata.geometries("grids").items() if g.covers(shapely.Point(lon, lat))
+    ]
+    assert inside and all(grids[c]["community_code"] == code for c in inside)
+    rows = result_rows(page, "#results")
+    assert [r["code"] for r in rows] == [c for c, _ in nearest_within(lon, lat)[: len(rows)]]
+    assert rows and "白浪新村社区" in (page.text_content("#summary") or "")
+
+    # a stall found by its number starts from the stall itself
+    stall = next(s for s in STALLS if s["status"] == "active")
+    page.fill("#place-q", stall["code"].lower())
+    page.press("#place-q", "Enter")
+    page.locator(f"#place-hits button[data-code='{stall['code']}']").click()
+    page.wait_for_function(
+        "c => document.querySelector('#where').textContent.includes(c)", arg=stall["code"]
+    )
+    page.wait_for_function(
+        "c => document.querySelector('#results > li')?.dataset.code === c", arg=stall["code"]
+    )
+    assert GEOD.inv(float(asked[-1]["lon"][0]), float(asked[-1]["lat"][0]),
+                    stall["lon"], stall["lat"])[2] < 0.05  # fmt: skip
+
+    # nothing found: said in plain text, the markup typed is not run
+    typed = '<img src=x onerror="window.__xss=1">'
+    page.fill("#place-q", typed)
+    page.press("#place-q", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#place-msg').textContent.includes('没有找到')"
+    )
+    assert typed[:30] in (page.text_content("#place-msg") or "")
+    assert page.locator("#place-msg img, #place-hits img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert phone_refused.errors == []

@@ -42,8 +42,6 @@ SKIPPED = {
     "reader's; tests/conftest.py migrates a test database)",
     "db load data/": "PostGIS block (tests/backends.seed_postgis loads the data the same way)",
     "serve          # start as many": "PostGIS block: a second service on the database",
-    "import grids my_grids.shp": "replaces the grids with the reader's own survey; a shapefile "
-    "written from the bundled GeoJSON truncates field names to 10 characters and is refused",
     "import stalls stalls.csv": "replaces the stalls with the reader's own CSV (its versions would "
     'change under the If-Match W/"1" examples below); tests/test_cli.py imports a CSV in GCJ-02',
     "maps build                    # every map": "builds every grid's map: about 2 minutes",

@@ -206,9 +206,9 @@ def test_validate_rejects_unreadable_hours(tmp_path: object) -> None:
     result = CliRunner().invoke(cli_app, ["validate", str(path), "--layer", "stalls", "--json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)
-    assert report["rows"]["rows_loaded"] == len(feats) - 1
-    bad = [p for p in report["rows"]["problems"] if p["field"] == "hours"]
-    assert len(bad) == 1 and bad[0]["action"] == "rejected", bad
+    assert report["rows_loaded"] == len(feats) - 1
+    bad = [p for p in report["problems"] if p["field"] == "hours"]
+    assert len(bad) == 1 and bad[0]["level"] == "error", bad
 
 
 def test_cli_read_commands_answer_from_the_configured_backend(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from geo_service.cli.main import app
 from geo_service.core.layers import validate_layer
-from geo_service.core.topology import check_grids
+from geo_service.core.topology import TopologyReport, check_grids
 from tests.citybuilder import BASE, grid_row, squares
 
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -22,9 +22,10 @@ def geod_area(poly: shapely.Polygon) -> float:
     return abs(GEOD.geometry_area_perimeter(poly)[0])
 
 
-def report_for(frame: gpd.GeoDataFrame):  # type: ignore[no-untyped-def]
+def report_for(frame: gpd.GeoDataFrame) -> TopologyReport:
     clean, load = validate_layer(frame, "grids")
-    return check_grids(clean, load)
+    assert load.ok, load.problems
+    return check_grids(clean)
 
 
 def test_clean_lattice_has_no_errors() -> None:
@@ -38,9 +39,10 @@ def test_overlap_is_reported_with_its_area() -> None:
     rep = report_for(frame)
     assert len(rep.overlaps) == 1
     ov = rep.overlaps[0]
-    assert ov["codes"] == [f"{BASE}001", f"{BASE}002"]
+    assert ov.codes == (f"{BASE}001", f"{BASE}002") and not ov.inside
     expected = geod_area(shapely.box(119.11, 36.71, 119.115, 36.72))
-    assert abs(ov["area_m2"] - expected) / expected < 2e-3
+    assert abs(ov.area_m2 - expected) / expected < 2e-3
+    assert shapely.box(119.11, 36.71, 119.115, 36.72).contains(shapely.Point(ov.at))
     assert len(rep.gaps) == 0  # the hole it leaves is open to the outside, not a gap
 
 
@@ -50,9 +52,28 @@ def test_hole_inside_the_area_is_a_gap() -> None:
     frame = frame.drop(index=4)
     rep = report_for(frame)
     assert len(rep.gaps) == 1
-    assert abs(rep.gaps[0]["area_m2"] - geod_area(centre)) / geod_area(centre) < 2e-3
-    lon, lat = rep.gaps[0]["at"]
-    assert centre.contains(shapely.Point(lon, lat))
+    gap = rep.gaps[0]
+    assert abs(gap.area_m2 - geod_area(centre)) / geod_area(centre) < 2e-3
+    assert centre.contains(shapely.Point(gap.at))
+    # The eight squares around the hole (the corner ones touch it at a point).
+    assert gap.codes == tuple(c for c in frame["code"])
+    body = rep.to_dict()
+    assert body["gaps"][0]["codes"] == list(frame["code"]) and body["gap_area_m2"] == gap.area_m2
+
+
+def test_grid_inside_another_and_a_duplicate_are_reported_once() -> None:
+    frame = squares()
+    inner = grid_row(f"{BASE}005", shapely.box(119.102, 36.712, 119.104, 36.714))
+    twin = grid_row(f"{BASE}006", frame.loc[3, "geometry"])
+    frame = gpd.GeoDataFrame(
+        [*frame.to_dict("records"), inner, twin], geometry="geometry", crs=4326
+    )
+    rep = report_for(frame)
+    pairs = sorted((o.codes, o.inside) for o in rep.overlaps)
+    assert pairs == [((f"{BASE}001", f"{BASE}005"), True), ((f"{BASE}004", f"{BASE}006"), True)]
+    inside = next(o for o in rep.overlaps if o.codes[1] == f"{BASE}005")
+    expected = geod_area(shapely.box(119.102, 36.712, 119.104, 36.714))
+    assert abs(inside.area_m2 - expected) / expected < 2e-3
 
 
 def test_codes_that_do_not_nest_and_detached_grids() -> None:
@@ -63,8 +84,9 @@ def test_codes_that_do_not_nest_and_detached_grids() -> None:
     )
     frame = gpd.GeoDataFrame([*frame.to_dict("records"), far, wrong], geometry="geometry", crs=4326)
     rep = report_for(frame)
-    assert [h["code"] for h in rep.hierarchy] == ["370705001002001"]
-    assert [d["code"] for d in rep.detached] == [f"{BASE}009"]
+    assert [h.code for h in rep.hierarchy] == ["370705001002001"]
+    assert rep.hierarchy[0].community_code == "370705009002"
+    assert [d.code for d in rep.detached] == [f"{BASE}009"]
 
 
 def test_cli_validate_exit_codes(tmp_path: Path) -> None:
@@ -79,4 +101,5 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     res = runner.invoke(app, ["validate", str(bad), "--json"])
     assert res.exit_code == 1
     body = json.loads(res.stdout)
-    assert body["ok"] is False and len(body["gaps"]) == 1
+    assert body["ok"] is False and len(body["topology"]["gaps"]) == 1
+    assert [p["kind"] for p in body["problems"]] == ["gap"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import shapely
 from fastapi.testclient import TestClient
 
 from geo_service.core.settings import Settings
+from geo_service.core.snapshot import Snapshot
 from geo_service.storage.base import Backend
 from geo_service.storage.files import FilesBackend
 from geo_service.web.app import create_app
@@ -65,7 +67,12 @@ def test_contents_of_a_grid_community_street(client: TestClient, cut: int, level
         for f in body[layer]:
             assert f["relocated"] == (f["status"] == "relocated")
     assert {f["code"]: f["relocated"] for f in body["stalls"]}[RELOCATED] is True
-    assert body["cases"] == {"open": 0}  # the shared dataset has no cases
+    # data/ records no destination for it: moved_to is null, as for every stall not relocated
+    assert all(f["moved_to"] is None for f in body["stalls"])
+    # the shared dataset has no cases
+    assert body["cases"] == {
+        "open": 0, "overdue": 0, "limit": 100, "truncated": False, "items": []
+    }  # fmt: skip
 
 
 def test_a_street_holds_its_communities(client: TestClient) -> None:
@@ -114,10 +121,84 @@ def test_open_cases_are_counted_in_grid_community_and_street(api: TestClient) ->
         data={"service_code": "JM01", "description": "门口占道摆摊", "lat": p.y, "long": p.x},
     )
     assert r.status_code == 201, r.text
+    case_id = r.json()[0]["service_request_id"]
     for code in (grid, grid[:12], grid[:9]):
-        assert api.get(f"/api/v1/units/{code}/contents").json()["cases"] == {"open": 1}
+        body = api.get(f"/api/v1/units/{code}/contents").json()
+        UnitContents.model_validate(body)
+        cases = body["cases"]
+        assert (cases["open"], cases["overdue"], cases["truncated"]) == (1, 0, False)
+        [item] = cases["items"]
+        # public fields only: never the description, the reporter's phone or the photo
+        assert set(item) == {
+            "id", "service_code", "category", "status", "status_text", "deadline", "overdue",
+            "lon", "lat",
+        }  # fmt: skip
+        assert item["id"] == case_id
+        assert (item["service_code"], item["category"], item["status"]) == (
+            "JM01", "占道经营", "reported"
+        )  # fmt: skip
+        assert (item["lon"], item["lat"]) == pytest.approx((p.x, p.y), abs=1e-7)
+        assert item["overdue"] is False and item["deadline"].endswith("+08:00")
     other = next(c for c in rawdata.properties("grids") if not c.startswith(grid[:9]))
-    assert api.get(f"/api/v1/units/{other}/contents").json()["cases"] == {"open": 0}
+    cases = api.get(f"/api/v1/units/{other}/contents").json()["cases"]
+    assert (cases["open"], cases["items"]) == (0, [])
+
+
+def test_open_cases_overdue_first_capped_with_exact_counts(
+    backend: Backend, snapshot: Snapshot
+) -> None:
+    """Five cases filed 30 days ago (long overdue: JM01 allows 2 working hours), three filed now
+    and one handled (open, no deadline) in one grid, two in another street: the grid, its
+    community and its street list them overdue first; a cap below the overdue count still
+    counts every overdue case (the store is bisected, not read whole)."""
+    from geo_service.analysis.unitcontents import open_cases
+    from geo_service.core.cases import Action, ServiceCatalogue
+    from geo_service.core.principal import Principal, Role
+    from geo_service.core.settings import BUNDLED_CASE_SERVICES
+    from geo_service.domain.casedesk import CaseDesk
+    from geo_service.domain.cases import Report
+    from geo_service.runtime import open_case_store
+
+    store = open_case_store(backend)
+    store.migrate()
+    services = ServiceCatalogue.load(BUNDLED_CASE_SERVICES)
+    now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
+    clock = {"at": now - timedelta(days=30)}
+    desk = CaseDesk(store, services, lambda: snapshot, clock=lambda: clock["at"])
+    grid = "370705001009001"
+    p = shapely.point_on_surface(rawdata.geometries("grids")[grid])
+    other = next(c for c in sorted(rawdata.properties("grids")) if not c.startswith(grid[:9]))
+    q = shapely.point_on_surface(rawdata.geometries("grids")[other])
+
+    def file(pt: Any, k: int) -> str:
+        report = Report("JM01", f"占道 {k}", pt.x + k * 1e-6, pt.y, "wgs84")
+        return desk.file(report).case.id
+
+    late = [file(p, k) for k in range(5)]
+    file(q, 0)
+    clock["at"] = now - timedelta(minutes=5)
+    fresh = [file(p, k) for k in range(5, 9)]
+    file(q, 1)
+    admin = Principal(Role.admin, "admin")
+    for step in ("register", "dispatch", "handle"):
+        desk.act(fresh[-1], Action(step), admin)
+    clock["at"] = now
+    for code in (grid, grid[:12], grid[:9]):
+        full = open_cases(store, services, code, now, limit=50)
+        ids = [c["id"] for c in full["items"]]
+        assert (full["open"], full["overdue"], full["truncated"]) == (9, 5, False)
+        assert set(ids[:5]) == set(late) and set(ids[5:8]) == set(fresh[:3])
+        assert ids[8] == fresh[-1] and full["items"][8]["deadline"] is None
+        assert [c["overdue"] for c in full["items"]] == [True] * 5 + [False] * 4
+        deadlines = [c["deadline"] for c in full["items"][:8]]
+        assert deadlines == sorted(deadlines)
+        for cap in (2, 5, 6):
+            some = open_cases(store, services, code, now, limit=cap)
+            assert (some["open"], some["overdue"], some["limit"]) == (9, 5, cap)
+            assert some["truncated"] and [c["id"] for c in some["items"]] == ids[:cap]
+    everything_late = open_cases(store, services, grid, now + timedelta(days=60), limit=2)
+    assert (everything_late["open"], everything_late["overdue"]) == (9, 8)
+    assert open_cases(store, services, other, now, limit=1)["overdue"] == 1
 
 
 def grid_codes(client: TestClient, **params: Any) -> tuple[list[str], int]:

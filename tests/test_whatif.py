@@ -1,4 +1,5 @@
-"""What-if: incremental updates agree with a full recomputation and with hand-worked areas."""
+"""What-if: incremental updates agree with a full recomputation and with hand-worked areas; added
+sites come back rounded and named (units, nearest landmark) as independent references say."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import math
 
 import geopandas as gpd
 import numpy as np
+import psycopg
 import pytest
 import shapely
+from fastapi.testclient import TestClient
 
 from geo_service.analysis.coverage import CoverageInputError, compute_coverage
 from geo_service.analysis.whatif import what_if
 from geo_service.core.schema import LayerName
 from geo_service.core.snapshot import Snapshot, build_snapshot
+from tests import rawdata
 from tests.handmade_city import Site, Square, build, to_lonlat
+from tests.placeref import UNIT_COLUMNS, compass_point, nearest_landmark, postgis_units
 
 
 def with_points(
@@ -97,3 +102,74 @@ def test_nothing_changed_is_nothing_changed(snapshot: Snapshot) -> None:
     res = what_if(snapshot, "stalls", 500)
     assert res.before == res.after
     assert len(res.units) == 0 and len(res.grids) == 0
+
+
+def test_added_sites_come_back_rounded_and_named(
+    client: TestClient, pg: psycopg.Connection, snapshot: Snapshot
+) -> None:
+    """Coordinates at 6 decimals (not 15); units from PostGIS ST_Covers on the raw grids; the
+    nearest landmark, distance and compass point from pyproj.Geod by brute force."""
+    rng = np.random.default_rng(12)
+    minx, miny, maxx, maxy = snapshot.bounds
+    lon = [*rng.uniform(minx, maxx, 6), maxx + 0.004]  # the last one outside every grid
+    lat = [*rng.uniform(miny, maxy, 6), (miny + maxy) / 2]
+    stall = rawdata.points("stalls")[0]
+    lon.append(stall["lon"] + 3e-5)  # about 3 m east of a stall: "紧邻"
+    lat.append(stall["lat"])
+    body = {
+        "layer": "stalls",
+        "radius_m": 500,
+        "add": [[x, y] for x, y in zip(lon, lat, strict=True)],
+    }
+    r = client.post("/api/v1/coverage/what-if", json=body)
+    assert r.status_code == 200, r.text
+    added = r.json()["added"]
+    assert len(added) == len(lon)
+    units = postgis_units(pg, lon, lat)
+    assert units[-2] is None and sum(u is not None for u in units) >= 6
+    for site, x, y, unit in zip(added, lon, lat, units, strict=True):
+        for got, sent in ((site["lon"], x), (site["lat"], y)):
+            assert got == round(sent, 6) and abs(got - sent) <= 5e-7
+            assert len(repr(got).split(".")[1]) <= 6
+        if unit is None:
+            assert site["grid_code"] is None and site["street_name"] is None
+            assert site["label"].startswith("不在任何网格内")
+        else:
+            assert site["grid_code"] == unit["code"] and site["grid_name"] == unit["name"]
+            for col in UNIT_COLUMNS:
+                assert site[col] == unit[col], col
+            assert unit["name"] in site["label"] and unit["street_name"] in site["label"]
+        ref, dist, az = nearest_landmark(x, y)
+        mark = site["landmark"]
+        assert (mark["layer"], mark["code"], mark["name"]) == (
+            ref["layer"],
+            ref["code"],
+            ref["name"],
+        )
+        assert mark["distance_m"] == pytest.approx(dist, abs=0.06)
+        if dist < 15:
+            assert mark["direction"] is None and f"紧邻{ref['name']}" in site["label"]
+        else:
+            assert mark["direction"] == compass_point(az)
+            assert f"{ref['name']}{compass_point(az)}方向约 " in site["label"]
+            said = float(site["label"].rsplit("约 ", 1)[1].split(" ")[0])
+            metres = said * 1000 if site["label"].endswith("公里") else said
+            assert abs(metres - dist) <= (50 if metres >= 1000 else 5)
+    assert added[-1]["landmark"]["direction"] is None
+
+
+def test_what_if_counts_active_facilities_unless_told(client: TestClient) -> None:
+    """The same default as every other coverage entry: active stalls only; include_inactive
+    adds the suspended and relocated ones; an unknown field (the old active_only) is a 422."""
+    url, body = "/api/v1/coverage/what-if", {"layer": "stalls", "radius_m": 1000}
+    default = client.post(url, json=body).json()
+    wider = client.post(url, json={**body, "include_inactive": True}).json()
+    assert (default["include_inactive"], wider["include_inactive"]) == (False, True)
+    for key, flag in ((default, "false"), (wider, "true")):
+        get = client.get(
+            "/api/v1/coverage", params={**body, "by": "district", "include_inactive": flag}
+        ).json()
+        assert key["before"] == get["overall"]
+    assert wider["before"]["covered_population"] > default["before"]["covered_population"]
+    old = client.post(url, json={**body, "active_only": True})
+    assert old.status_code == 422 and old.json()["errors"][0]["field"] == "active_only"

@@ -18,6 +18,11 @@ disc (vectorised ``shapely.intersection``) and the clipped pieces unioned per gr
 ``shapely.union_all`` over a padded 2-D array). Per-grid results are kept (``GridCover``) so a
 what-if only recomputes the grids near the changed sites, and higher levels are sums of grids
 (population spread evenly over its grid).
+
+Which facilities count: never the retired ones; with ``active_only`` only the active ones. The
+CLI, the API and the maps ask for active ones unless told ``include_inactive`` (what serves
+residents today). The gaps a planner acts on are ``geo_service.analysis.gaps.gap_pieces``;
+``find_gaps`` merges them across grids.
 """
 
 from __future__ import annotations
@@ -122,7 +127,9 @@ def check_level(by: str) -> str:
 def facility_indices(
     snapshot: Snapshot, layer: str, service: str | None = None, active_only: bool = False
 ) -> IntArray:
-    """Positions (in ``snapshot.points(layer)``) of the facilities that provide coverage."""
+    """Positions (in ``snapshot.points(layer)``) of the facilities that provide coverage: with
+    ``active_only`` (what every user-facing entry asks by default: what serves residents
+    today) only active ones, else also the suspended and relocated ones (never the retired)."""
     try:
         points = snapshot.points(layer)
     except ValueError:
@@ -382,7 +389,9 @@ def compute_coverage(
     progress: Progress | None = None,
 ) -> CoverageResult:
     """Coverage of ``layer`` (optionally only stalls offering ``service``) at ``radius_m``,
-    aggregated by grid, community, street or district. An empty layer covers nothing."""
+    aggregated by grid, community, street or district; only active facilities with
+    ``active_only`` (the CLI, API and maps ask for it unless told to include inactive ones).
+    An empty layer covers nothing."""
     check_level(by)
     cover = grid_cover(snapshot, layer, radius_m, service, active_only, progress)
     table = aggregate(snapshot, cover.covered_m2, by)
@@ -431,7 +440,8 @@ def uncovered_parts(snapshot: Snapshot, cover: GridCover) -> tuple[ObjArray, Flo
 
 
 def find_gaps(snapshot: Snapshot, cover: GridCover) -> gpd.GeoDataFrame:
-    """Connected uncovered areas: geometry (WGS84), area_m2, population, grids (how many grids
+    """Connected uncovered areas merged across grids (one city-wide union; for a planner's list
+    see ``gaps.gap_pieces``): geometry (WGS84), area_m2, population, grids (how many grids
     each touches). Population is summed from the uncovered share of each grid."""
     area = snapshot.grids.index.area_m2
     pop = grid_population(snapshot)

@@ -14,8 +14,14 @@ widened if needed to keep at most ``MAX_DEMAND`` points. Demand points covered b
 same candidates are merged (their weights summed), which shrinks the model without changing it.
 
 Candidates are grid centroids (an interior point where the centroid falls outside a concave
-grid) unless given, minus those in excluded units or areas. The gain reported is then computed
-exactly by the coverage engine (``what_if``), not taken from the sampled objective.
+grid) unless given, minus those in excluded units or areas.
+
+Two figures, on purpose. The solver only sees the sampled demand: each lattice point stands for
+a ``spacing`` × ``spacing`` cell and counts wholly in or wholly out of a disc, so its objective
+(``estimated_gain``) is off by the cells cut by disc edges, a few percent either way. It serves
+to choose among candidates. The gain reported for the chosen sites (``result.gain``) is then
+measured exactly by the coverage engine (``what_if``: covered area × population density of each
+grid); that is the figure to quote. ``SitingResult.note`` says so with the numbers.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from geo_service.analysis.coverage import (
     grid_population,
     uncovered_parts,
 )
-from geo_service.analysis.whatif import WhatIfResult, grid_codes_at, project_sites, what_if
+from geo_service.analysis.places import describe_sites
+from geo_service.analysis.whatif import WhatIfResult, project_sites, what_if
 from geo_service.core.schema import LEVELS
 from geo_service.core.snapshot import Snapshot
 
@@ -56,13 +63,48 @@ DEFAULT_TIME_LIMIT_S = 30.0
 @dataclass(frozen=True, eq=False)
 class SitingResult:
     p: int
-    sites: pd.DataFrame  # lon, lat, candidate, grid_code, gain_alone (population if only it)
+    sites: pd.DataFrame  # lon, lat, candidate, gain_alone (population if only it), then
+    #                      places.PLACE_COLUMNS (units containing it, landmark, label)
     result: WhatIfResult  # exact before/after with all chosen sites
     estimated_gain: float  # the MCLP objective on the sampled demand
     candidates: int  # candidates considered (after exclusions)
     demand_points: int  # sampled demand points (before merging)
     spacing_m: float
     status: str
+
+    @property
+    def gain(self) -> float:
+        """People newly covered by all chosen sites, measured exactly: the figure to quote."""
+        return float(self.result.gain["covered_population"])
+
+    @property
+    def estimate_difference(self) -> float:
+        """``estimated_gain`` minus the exact gain, relative to the exact gain (0 when none)."""
+        return (self.estimated_gain - self.gain) / self.gain if self.gain > 0 else 0.0
+
+    def note(self) -> dict[str, str]:
+        """Why two gains are reported, with this answer's numbers (Chinese and English)."""
+        exact, est = self.gain, self.estimated_gain
+        diff = self.estimate_difference * 100
+        side_zh = "高" if diff >= 0 else "低"
+        side_en = "above" if diff >= 0 else "below"
+        return {
+            "zh": (
+                f"新增覆盖人口以 gain.covered_population（{exact:,.0f} 人）为准：它按新站点实际"
+                "覆盖的面积和各网格人口密度精确计算。estimated_gain（"
+                f"{est:,.0f} 人）是选址模型在 {self.demand_points:,} 个抽样需求点"
+                f"（间距 {self.spacing_m:,.0f} 米，每点整体计入或不计入）上的目标值，只用于在"
+                f"候选点之间比较取舍，比精确值{side_zh} {abs(diff):.1f}%。"
+            ),
+            "en": (
+                f"Quote gain.covered_population ({exact:,.0f} people): it is measured exactly "
+                "from the area the new sites cover and each grid's population density. "
+                f"estimated_gain ({est:,.0f}) is the siting model's objective on "
+                f"{self.demand_points:,} demand points sampled {self.spacing_m:,.0f} m apart "
+                "(each counted wholly in or out), used only to choose among candidates; it is "
+                f"{abs(diff):.1f}% {side_en} the exact figure."
+            ),
+        }
 
 
 def default_candidates(snapshot: Snapshot) -> tuple[FloatArray, FloatArray]:
@@ -250,14 +292,19 @@ def optimize_sites(
         ).gain["covered_population"]
         for j in chosen
     ]
-    sites = pd.DataFrame(
-        {
-            "lon": clon[chosen],
-            "lat": clat[chosen],
-            "candidate": label[chosen],
-            "grid_code": grid_codes_at(snapshot, clon[chosen], clat[chosen]),
-            "gain_alone": np.asarray(alone, dtype=np.float64),
-        }
+    sites = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "lon": clon[chosen],
+                    "lat": clat[chosen],
+                    "candidate": label[chosen],
+                    "gain_alone": np.asarray(alone, dtype=np.float64),
+                }
+            ),
+            describe_sites(snapshot, clon[chosen], clat[chosen]),
+        ],
+        axis=1,
     )
     return SitingResult(
         p=p,

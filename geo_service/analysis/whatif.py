@@ -27,6 +27,7 @@ from geo_service.analysis.coverage import (
     grid_population,
     overall_of,
 )
+from geo_service.analysis.places import describe_sites
 from geo_service.core.schema import LEVELS
 from geo_service.core.snapshot import Snapshot
 
@@ -40,11 +41,12 @@ class WhatIfResult:
     radius_m: float
     by: str
     service: str | None
+    active_only: bool  # only active facilities counted (suspended/relocated left out)
     before: dict[str, float]
     after: dict[str, float]
     units: pd.DataFrame  # code, name, area_m2, population, {covered_m2, covered_population,
     #                      area_ratio, population_ratio}_{before,after}; changed units only
-    added: pd.DataFrame  # lon, lat (WGS84), x, y (metric), grid_code (or None)
+    added: pd.DataFrame  # lon, lat (WGS84), x, y (metric), then places.PLACE_COLUMNS
     removed: tuple[str, ...]
     grids: IntArray  # positions of the recomputed grids
     covered_after: FloatArray  # their covered area after the change
@@ -73,14 +75,6 @@ def project_sites(
             field,
         )
     return x, y
-
-
-def grid_codes_at(snapshot: Snapshot, lon: FloatArray, lat: FloatArray) -> list[str | None]:
-    """Code of the grid containing each WGS84 point, None outside every grid."""
-    if len(lon) == 0:
-        return []
-    codes = snapshot.grids.codes
-    return [codes[i] if i >= 0 else None for i in snapshot.grids.index.locate(lon, lat)]
 
 
 def removed_positions(snapshot: Snapshot, layer: str, codes: Sequence[str]) -> IntArray:
@@ -131,15 +125,19 @@ def what_if(
 
     alon = np.atleast_1d(np.asarray(add_lon, dtype=np.float64))
     alat = np.atleast_1d(np.asarray(add_lat, dtype=np.float64))
-    codes = grid_codes_at(snapshot, alon, alat)
-    # object dtype: pandas' string inference would turn a None (outside every grid) into NaN
-    grid_code = pd.Series(codes, dtype=object)
-    added = pd.DataFrame({"lon": alon, "lat": alat, "x": ax, "y": ay, "grid_code": grid_code})
+    added = pd.concat(
+        [
+            pd.DataFrame({"lon": alon, "lat": alat, "x": ax, "y": ay}),
+            describe_sites(snapshot, alon, alat),
+        ],
+        axis=1,
+    )
     return WhatIfResult(
         layer=base.layer,
         radius_m=base.radius_m,
         by=by,
         service=service,
+        active_only=active_only,
         before=before,
         after=after,
         units=units,

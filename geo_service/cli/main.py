@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -15,14 +14,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from geo_service.cli.cases import cases_app
+from geo_service.cli.coverage import coverage
+from geo_service.cli.data import import_checked
+from geo_service.cli.data import register as register_data_commands
+from geo_service.cli.export import export_cmd
+from geo_service.cli.locatefile import locate_file_cmd
+from geo_service.cli.maps import maps_app
 from geo_service.core.crs import PointCRS, to_wgs84
-from geo_service.core.layers import LayerFileError, Problem
-from geo_service.core.principal import Principal, Role
+from geo_service.core.principal import Role
 from geo_service.core.schema import LayerName
 from geo_service.core.settings import Settings
 from geo_service.domain.auth import new_key, revoked
-from geo_service.domain.editing import replace_layer
-from geo_service.domain.validation import FileValidation, validate_file
+from geo_service.domain.validation import validate_file
 from geo_service.runtime import backend_label, load_snapshot, open_backend, open_case_store
 from geo_service.storage.audit import AuditQuery, to_csv, to_jsonl
 from geo_service.storage.dataset import layer_path
@@ -46,6 +49,13 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log every request (a plain one-line format; costs throughput)")
     ] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies trusted to name the client in X-Forwarded-For (addresses or networks, "
+            "comma-separated; default GEO_SERVICE_FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)"
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP service on the configured dataset: uvloop and httptools, one worker per
     CPU, no per-request access log unless asked (a reverse proxy usually keeps that log)."""
@@ -55,11 +65,20 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     workers = workers or os.cpu_count() or 1
+    # Behind nginx the client is the proxy's X-Forwarded-For (rate limit, logs), but only from
+    # these addresses. uvicorn takes it as an argument, gunicorn's workers from the environment.
+    trusted = forwarded_allow_ips or settings.forwarded_allow_ips
+    os.environ["FORWARDED_ALLOW_IPS"] = trusted
     console.print(
         f"geo_service on [bold]http://{host}:{port}[/] "
         f"(docs: http://{host}:{port}/docs, data: {backend_label(settings)}, "
         f"{workers} worker{'s' if workers > 1 else ''})"
     )
+    if workers > 1:  # load once, then fork: workers start ready and share the snapshot
+        from geo_service.cli.prefork import serve_preforked
+
+        serve_preforked(settings, host, port, workers, access_log, serve_log_config())
+        return
     uvicorn.run(
         "geo_service.web.app:create_app",
         factory=True,
@@ -71,6 +90,8 @@ def serve(
         access_log=access_log,
         log_config=serve_log_config(),
         log_level="info",
+        proxy_headers=True,
+        forwarded_allow_ips=trusted,
     )
 
 
@@ -148,99 +169,7 @@ def locate(
     console.print(table)
 
 
-def _print_problems(report_problems: list[Problem], limit: int = 50) -> None:
-    for p in report_problems[:limit]:
-        colour = "yellow" if p.action != "rejected" else "red"
-        err.print(f"[{colour}]{p}[/]")
-    if len(report_problems) > limit:
-        err.print(f"... and {len(report_problems) - limit} more (use --json for all)")
-
-
-def _check_file(file: Path, layer: LayerName, crs: str | None) -> FileValidation:
-    """Validate a file, or exit 2 with the reason when it cannot be read at all."""
-    try:
-        with console.status("checking..."):
-            return validate_file(file, layer, crs)
-    except LayerFileError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-
-
-@app.command(name="validate")
-def validate_cmd(
-    file: Annotated[Path, typer.Argument(help="Grid file (GeoJSON, GeoPackage, Shapefile, CSV)")],
-    layer: Annotated[LayerName, typer.Option(help="Which layer the file holds")] = LayerName.grids,
-    crs: Annotated[str | None, typer.Option(help="CRS of the file if it does not say")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON")] = False,
-) -> None:
-    """Check a layer file: rows, geometry, duplicates, and for grids the topology
-    (overlaps with their area, gaps, codes that do not nest, grids outside their community).
-    Exits 1 when there are errors."""
-    checked = _check_file(file, layer, crs)
-    load, body, errors = checked.load, checked.to_dict(), checked.errors
-    if as_json:
-        sys.stdout.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
-    else:
-        console.print(f"{file}: {load.rows_read} rows read, {load.rows_loaded} valid")
-        _print_problems(load.problems)
-        if layer is LayerName.grids:
-            for key in ("overlaps", "gaps", "hierarchy", "detached"):
-                items = body[key]
-                colour = "red" if items else "green"
-                console.print(f"[{colour}]{key}: {len(items)}[/]")
-                for item in items[:20]:
-                    console.print(f"  {item}")
-        console.print("[green]OK[/]" if errors == 0 else f"[red]{errors} errors[/]")
-    raise typer.Exit(1 if errors else 0)
-
-
-def _cli_actor() -> Principal:
-    return Principal(Role.admin, f"cli:{getpass.getuser()}")
-
-
-def _import_checked(checked: FileValidation, force: bool, settings: Settings, source: str) -> None:
-    """Store a checked layer file through the configured backend, or exit 1 on errors."""
-    _print_problems(checked.load.problems)
-    if checked.topology is not None:
-        for key in ("overlaps", "gaps", "hierarchy", "detached"):
-            for item in getattr(checked.topology, key)[:20]:
-                err.print(f"[red]{key}: {item}[/]")
-    if checked.errors and not force:
-        err.print(
-            f"[red]{checked.errors} errors: nothing imported (fix them, or --force to import "
-            f"the {checked.load.rows_loaded} valid rows)[/]"
-        )
-        raise typer.Exit(1)
-    backend = open_backend(settings)
-    try:
-        backend.migrate()
-        # Scripts and tests watch for this line: from here on the old data is being replaced.
-        console.print(f"writing {checked.load.rows_loaded} rows of {checked.layer.value}")
-        result = replace_layer(backend, checked, _cli_actor(), source)
-    finally:
-        backend.close()
-    console.print(
-        f"[green]imported {checked.load.rows_loaded} of {checked.load.rows_read} rows into "
-        f"{checked.layer.value} ({backend_label(settings)}): {result.summary}[/]"
-    )
-
-
-@app.command(name="import")
-def import_cmd(
-    layer: Annotated[LayerName, typer.Argument(help="grids, stalls or vendor_clusters")],
-    file: Annotated[Path, typer.Argument(help="Any file pyogrio reads, or CSV with lon/lat")],
-    crs: Annotated[
-        str | None, typer.Option(help="wgs84, cgcs2000, gcj02, bd09 or EPSG:xxxx")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Import the valid rows even if some are rejected")
-    ] = False,
-) -> None:
-    """Validate a file and replace a layer with it, atomically and audited (embedded files, or
-    PostGIS when GEO_SERVICE_DATABASE_URL is set). A killed import leaves the old layer."""
-    settings = Settings()
-    checked = _check_file(file, layer, crs)
-    _import_checked(checked, force, settings, f"import {file.name}")
+register_data_commands(app)  # validate, import, qr (cli/data.py)
 
 
 keys_app = typer.Typer(
@@ -248,6 +177,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(cases_app, name="cases")
+app.command(name="export")(export_cmd)
+app.command(name="locate-file")(locate_file_cmd)
 
 
 @keys_app.command("add")
@@ -359,7 +290,7 @@ def db_load(
         for layer in present:
             path = layer_path(folder, layer)
             checked = validate_file(path, layer)
-            _import_checked(checked, force, settings, f"db load {path}")
+            import_checked(checked, path, force, settings, f"db load {path}")
             progress.advance(task)
 
 
@@ -417,150 +348,8 @@ def synth(
     console.print(f"wrote {counts} to {out} (serve it with GEO_SERVICE_DATA_DIR={out})")
 
 
-@app.command(name="qr")
-def qr_cmd(
-    out: Annotated[Path, typer.Option(help="Output folder")] = Path("qr"),
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="Base URL printed in the codes (default: GEO_SERVICE_PUBLIC_BASE_URL)"),
-    ] = None,
-    pdf: Annotated[bool, typer.Option(help="Also write sheet.pdf (needs a CJK font)")] = True,
-) -> None:
-    """Write every stall's QR code (svg/CODE.svg, png/CODE.png) and a printable A4 sheet with
-    the electronic number and name under each code (sheet.html, sheet.pdf) for the sign-maker."""
-    from geo_service.render.qr import write_all
-
-    settings = Settings()
-    base = base_url or settings.public_base_url
-    snap = load_snapshot(settings)
-    if base.startswith(("http://127.", "http://localhost")):
-        err.print(
-            f"[yellow]the codes will point at {base}, which phones cannot reach: set "
-            "GEO_SERVICE_PUBLIC_BASE_URL or --base-url to the public address[/]"
-        )
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"{len(snap.stalls)} stall codes", total=len(snap.stalls))
-        result = write_all(
-            snap.stalls, base, out, pdf=pdf, progress=lambda n: progress.advance(task, n)
-        )
-    for note in result.notes:
-        err.print(f"[yellow]{note}[/]")
-    sheets = ", ".join(str(p) for p in (result.sheet_html, result.sheet_pdf) if p)
-    console.print(f"wrote {len(result.codes)} codes to {out}/svg and {out}/png; sheet: {sheets}")
-
-
-@app.command()
-def coverage(
-    layer: Annotated[LayerName, typer.Option(help="stalls or vendor_clusters")],
-    radius: Annotated[float, typer.Option(help="Radius in metres (300/500/1000: life circles)")],
-    by: Annotated[str, typer.Option(help="grid, community, street or district")] = "grid",
-    service: Annotated[
-        str | None, typer.Option(help="Only stalls offering 修鞋, 修车 or 修锁配钥匙")
-    ] = None,
-    active_only: Annotated[bool, typer.Option(help="Only facilities with status active")] = False,
-    out: Annotated[
-        Path, typer.Option(help="Report path: writes .html, .csv, .geojson and -gaps.geojson")
-    ] = Path("coverage.html"),
-) -> None:
-    """Coverage of a layer within a radius by grid, community, street or district: CSV and
-    GeoJSON of the units, GeoJSON of the gaps, and an HTML report with a map and a bar chart."""
-    from geo_service.analysis.coverage import CoverageInputError, check_radius, compute_coverage
-    from geo_service.render.coverage_report import write_report
-
-    settings = Settings()
-    try:
-        check_radius(radius, settings.max_radius_m)
-    except CoverageInputError as exc:
-        err.print(f"[red]--radius: {exc.message}[/]")
-        raise typer.Exit(2) from None
-    snap = load_snapshot(settings)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(f"coverage of {len(snap.grids):,} grids", total=len(snap.grids))
-        try:
-            result = compute_coverage(
-                snap,
-                layer.value,
-                radius,
-                by,
-                service,
-                active_only=active_only,
-                progress=lambda n: progress.advance(task, n),
-            )
-        except CoverageInputError as exc:
-            flag = (exc.field or "").replace("_m", "").replace("_", "-")
-            err.print(f"[red]--{flag}: {exc.message}[/]")
-            raise typer.Exit(2) from None
-        progress.add_task("gaps and report", total=None)
-        files = write_report(result, out, settings.dataset_name)
-    o = result.overall
-    console.print(
-        f"{layer.value} within {radius:g} m: area {o['area_ratio']:.1%} "
-        f"({o['covered_m2'] / 1e6:,.2f} of {o['area_m2'] / 1e6:,.2f} km²), population "
-        f"{o['population_ratio']:.1%} ({o['covered_population']:,.0f} of {o['population']:,.0f}); "
-        f"{len(result.gaps)} gaps"
-    )
-    for path in (files.html, files.csv, files.geojson, files.gaps):
-        console.print(f"  wrote {path}")
-
-
-maps_app = typer.Typer(
-    help="Interactive HTML maps (Folium) with self-hosted assets.", no_args_is_help=True
-)
+app.command()(coverage)
 app.add_typer(maps_app, name="maps")
-
-
-@maps_app.command("build")
-def maps_build(
-    basemap: Annotated[
-        str | None,
-        typer.Option(help="amap (GCJ-02, default), tianditu (needs a key) or osm (WGS84)"),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder")] = Path("maps"),
-    grids: Annotated[
-        str, typer.Option(help="Grid pages: all, none, or comma-separated grid codes")
-    ] = "all",
-    radius: Annotated[
-        list[float] | None, typer.Option(help="Coverage radius in metres (repeatable)")
-    ] = None,
-) -> None:
-    """Write every map (overview, one page per grid, coverage) as static HTML to OUT, with the
-    scripts and styles they need in OUT/static/ (no CDN)."""
-    from geo_service.render.maps.basemaps import Basemap, BasemapUnavailable
-    from geo_service.render.maps.build import build_maps, coverage_plan
-
-    settings = Settings()
-    try:
-        chosen = Basemap(basemap or settings.basemap)
-    except ValueError:
-        err.print(f"[red]unknown basemap {basemap!r}: amap, tianditu or osm[/]")
-        raise typer.Exit(2) from None
-    snap = load_snapshot(settings)
-    codes = None if grids == "all" else [c for c in grids.split(",") if c and grids != "none"]
-    coverage = coverage_plan(radius or [1000.0])
-    total = 1 + len(coverage) + (len(snap.grids) if codes is None else len(codes))
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"maps ({chosen.value})", total=total)
-        try:
-            built = build_maps(
-                snap,
-                out,
-                chosen,
-                settings.tianditu_key,
-                settings.public_base_url,
-                codes,
-                coverage,
-                progress=lambda title: progress.advance(task),
-            )
-        except BasemapUnavailable as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from None
-        except KeyError as exc:
-            err.print(f"[red]{exc.args[0]}[/]")
-            raise typer.Exit(2) from None
-    size = sum(b.size for b in built)
-    console.print(
-        f"wrote {len(built)} maps ({size / 1e6:,.1f} MB) to {out}/ (open {out}/index.html)"
-    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,18 @@ metric CRS and reported as geodesic distances on the WGS84 ellipsoid.
 
 Edge rule: a point on a shared edge (or vertex) is covered by several grids; it belongs to the
 one with the smallest code. Grids are stored sorted by code, so that is the smallest index.
+
+Bulk locate of many points goes through a cell lookup table (``CellTable``): most points fall in
+a cell that lies wholly inside one grid (or outside all) and are answered by a lookup; only the
+points in cells crossed by a boundary get the exact test, with the same rule.
 """
 
 from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +28,222 @@ from geo_service.core.crs import FloatArray, MetricProjection, geodesic_distance
 
 IntArray = npt.NDArray[np.int64]
 NOTHING = -1
+MIXED = -2  # cell values <= MIXED are "crossed by a boundary": MIXED - value is the mixed id
+CELLS_PER_GRID = 10  # cells per grid side (median grid): 4 in 5 points need no exact test
+MAX_CELLS = 1 << 24  # 64 MB of int32 cell values; past this the cells grow (more exact tests)
+LOOKUP_MIN_POINTS = 20_000  # a locate of this many points builds the cell table (once)
+TABLE_MIN_POINTS = 16  # below this the tree path has less set-up than the table path
+EPS = 1e-6  # in cell widths: a cell is pure only if no boundary comes this close to it
+CHUNK = 1 << 20  # segments or polygons at a time while building (bounds the memory)
+
+
+@dataclass(frozen=True, eq=False)
+class CellTable:
+    """A regular lattice over the polygons' extent, each cell precomputed as inside one polygon
+    (its index), outside all (-1) or mixed (crossed by a boundary, with its candidate polygons).
+
+    A cell is pure only if no boundary comes within ``EPS`` cell widths of it, which is far
+    more than the rounding of ``(x - x0) / dx``; so a point exactly on a cell edge, whichever
+    cell the arithmetic puts it in, gets that cell's answer correctly. Points outside the
+    lattice (which has a one-cell margin around the polygons) or NaN are outside all."""
+
+    x0: float
+    y0: float
+    dx: float
+    dy: float
+    nx: int
+    ny: int
+    cells: npt.NDArray[np.int32]  # per cell (row-major): polygon, NOTHING or MIXED - mixed id
+    indptr: npt.NDArray[np.int64]  # candidates of mixed id m: candidates[indptr[m]:indptr[m+1]]
+    candidates: npt.NDArray[np.int32]  # ascending per cell: every polygon whose box meets it
+
+    @classmethod
+    def build(
+        cls,
+        geoms: npt.NDArray[np.object_],
+        locate_exact: Callable[[FloatArray, FloatArray], IntArray],
+        cells_per_grid: float = CELLS_PER_GRID,
+        max_cells: int = MAX_CELLS,
+    ) -> CellTable:
+        """Vectorised: boundaries rasterised in pieces shorter than a cell, pure regions
+        labelled as connected components (one exact locate per component), candidates of mixed
+        cells from the polygons' bounding boxes (so overlapping polygons are never missed)."""
+        from scipy import ndimage  # 0.3 s to import: only where a table is built
+
+        bounds = shapely.bounds(geoms)
+        known = np.isfinite(bounds).all(axis=1)
+        if not known.any():
+            raise ValueError("no polygon with coordinates")
+        b = bounds[known]
+        minx, miny = float(b[:, 0].min()), float(b[:, 1].min())
+        maxx, maxy = float(b[:, 2].max()), float(b[:, 3].max())
+        span_x, span_y = max(maxx - minx, 1e-9), max(maxy - miny, 1e-9)
+        dx = float(np.median(b[:, 2] - b[:, 0])) / cells_per_grid or span_x / 64
+        dy = float(np.median(b[:, 3] - b[:, 1])) / cells_per_grid or span_y / 64
+        while (int(span_x / dx) + 3) * (int(span_y / dy) + 3) > max(max_cells, 16):
+            grow = math.sqrt((span_x / dx + 3) * (span_y / dy + 3) / max_cells)
+            dx, dy = dx * max(grow, 1.1), dy * max(grow, 1.1)  # the memory cap: coarser cells
+        x0, y0 = minx - dx, miny - dy  # a margin of a cell: outside the lattice = outside all
+        nx, ny = int(span_x / dx) + 3, int(span_y / dy) + 3
+
+        boundary = _boundary_cells(geoms, x0, y0, dx, dy, nx, ny).reshape(ny, nx)
+        labels, n_labels = ndimage.label(~boundary)  # 4-connected pure regions
+        labels = labels.ravel()
+        member = np.zeros(n_labels + 1, dtype=np.int64)
+        member[labels] = np.arange(len(labels))  # any one cell of each region
+        rep = member[1:]
+        # No boundary comes near a pure region, so its centre cell's answer is the region's.
+        value = np.empty(n_labels + 1, dtype=np.int32)
+        value[0] = MIXED
+        value[1:] = locate_exact(x0 + (rep % nx + 0.5) * dx, y0 + (rep // nx + 0.5) * dy)
+        cells = value[labels]
+        flat = boundary.ravel()
+        n_mixed = int(flat.sum())
+        cells[flat] = MIXED - np.arange(n_mixed, dtype=np.int32)
+        indptr, candidates = _candidates(b, np.flatnonzero(known), flat, x0, y0, dx, dy, nx)
+        return cls(x0, y0, dx, dy, nx, ny, cells, indptr, candidates)
+
+    @property
+    def n_mixed(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.cells.nbytes + self.indptr.nbytes + self.candidates.nbytes
+
+    def locate(self, geoms: npt.NDArray[np.object_], lon: FloatArray, lat: FloatArray) -> IntArray:
+        """Polygon of each point (smallest index on shared edges) or NOTHING."""
+        fx = (lon - self.x0) / self.dx
+        fy = (lat - self.y0) / self.dy
+        ok = (fx >= 0) & (fx < self.nx) & (fy >= 0) & (fy < self.ny)  # NaN: False
+        if ok.all():
+            out = self.cells[fy.astype(np.int64) * self.nx + fx.astype(np.int64)].astype(np.int64)
+        else:
+            out = np.full(len(lon), NOTHING, dtype=np.int64)
+            sel = np.flatnonzero(ok)
+            out[sel] = self.cells[fy[sel].astype(np.int64) * self.nx + fx[sel].astype(np.int64)]
+        pts = np.flatnonzero(out <= MIXED)
+        if len(pts) == 0:
+            return out
+        mixed = MIXED - out[pts]
+        out[pts] = NOTHING
+        start, stop = self.indptr[mixed], self.indptr[mixed + 1]
+        # Candidates ascend within a cell, so the first that covers the point is the smallest:
+        # test one candidate per point per round, dropping points once answered.
+        while len(pts):
+            cand = self.candidates[start]
+            hit = shapely.intersects_xy(geoms[cand], lon[pts], lat[pts])
+            out[pts[hit]] = cand[hit]
+            start = start + 1
+            more = ~hit & (start < stop)
+            pts, start, stop = pts[more], start[more], stop[more]
+        return out
+
+    def locate_point(self, geoms: npt.NDArray[np.object_], lon: float, lat: float) -> int:
+        """``locate`` of one point in plain Python arithmetic (the same float64 results)."""
+        fx = (lon - self.x0) / self.dx
+        fy = (lat - self.y0) / self.dy
+        if not (0 <= fx < self.nx and 0 <= fy < self.ny):
+            return NOTHING
+        v = int(self.cells[int(fy) * self.nx + int(fx)])
+        if v > MIXED:
+            return v
+        m = MIXED - v
+        cand = self.candidates[self.indptr[m] : self.indptr[m + 1]]
+        hit = np.flatnonzero(shapely.intersects_xy(geoms[cand], lon, lat))
+        return int(cand[hit[0]]) if len(hit) else NOTHING
+
+
+def _boundary_cells(
+    geoms: npt.NDArray[np.object_], x0: float, y0: float, dx: float, dy: float, nx: int, ny: int
+) -> npt.NDArray[np.bool_]:
+    """Cells within ``EPS`` of any polygon boundary (holes included), conservatively.
+
+    Each segment is cut into pieces at most one cell long in x and in y; a piece's box, grown
+    by ``EPS``, spans at most three cells each way, and all of them are marked. Segments go
+    in chunks, so the pieces of a million grids never need more than a few hundred MB."""
+    plain = (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (
+        shapely.get_num_interior_rings(geoms) == 0
+    )
+    rings = geoms if plain.all() else shapely.get_parts(shapely.boundary(geoms))
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    u = (xy[:, 0] - x0) / dx
+    v = (xy[:, 1] - y0) / dy
+    segments = np.flatnonzero(ring[1:] == ring[:-1])  # consecutive vertices of one ring
+    marked = np.zeros(nx * ny, dtype=bool)
+    for first in range(0, len(segments), CHUNK):
+        seg = segments[first : first + CHUNK]
+        u_a, v_a = u[seg], v[seg]
+        du, dv = u[seg + 1] - u_a, v[seg + 1] - v_a
+        n = np.maximum(np.ceil(np.maximum(np.abs(du), np.abs(dv))), 1).astype(np.int64)
+        # n + 1 points along each segment, end to end; a piece joins a point to the next one.
+        step = np.repeat(1.0 / n, n + 1)
+        t = np.arange(len(step), dtype=np.float64) - np.repeat(np.cumsum(n + 1) - (n + 1), n + 1)
+        t *= step
+        pu = np.repeat(u_a, n + 1) + np.repeat(du, n + 1) * t
+        pv = np.repeat(v_a, n + 1) + np.repeat(dv, n + 1) * t
+        joins = t[1:] > 0  # False where the next point starts another segment
+        u_lo = np.floor(np.minimum(pu[:-1], pu[1:]) - EPS).astype(np.int32)
+        u_hi = np.floor(np.maximum(pu[:-1], pu[1:]) + EPS).astype(np.int32)
+        v_lo = np.floor(np.minimum(pv[:-1], pv[1:]) - EPS).astype(np.int32)
+        v_hi = np.floor(np.maximum(pv[:-1], pv[1:]) + EPS).astype(np.int32)
+        base = v_lo.astype(np.int64) * nx + u_lo
+        for i in range(3):
+            for k in range(3):
+                m = joins & (u_lo + i <= u_hi) & (v_lo + k <= v_hi)
+                marked[base[m] + (k * nx + i)] = True
+    return marked
+
+
+def _candidates(
+    bounds: FloatArray,
+    polys: IntArray,
+    mixed: npt.NDArray[np.bool_],
+    x0: float,
+    y0: float,
+    dx: float,
+    dy: float,
+    nx: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+    """CSR lists, per mixed cell in cell order, of the polygons whose box (grown by ``EPS``)
+    meets it, ascending. Walks each box row by row: the mixed cells of a row run are a
+    contiguous range of mixed ids (a prefix count), so no cell outside a boundary is visited.
+    Each pair is one int64, mixed id above the polygon's bits, so one sort orders them all."""
+    u0 = np.floor((bounds[:, 0] - x0) / dx - EPS).astype(np.int64)
+    u1 = np.floor((bounds[:, 2] - x0) / dx + EPS).astype(np.int64)
+    v0 = np.floor((bounds[:, 1] - y0) / dy - EPS).astype(np.int64)
+    v1 = np.floor((bounds[:, 3] - y0) / dy + EPS).astype(np.int64)
+    before = np.zeros(len(mixed) + 1, dtype=np.int64)  # mixed cells before each cell
+    np.cumsum(mixed, out=before[1:])
+    bits = max(int(polys.max(initial=0)).bit_length(), 1)
+    keys = []
+    for first in range(0, len(polys), CHUNK):
+        part = slice(first, first + CHUNK)
+        rows = v1[part] - v0[part] + 1
+        box = np.repeat(np.arange(first, first + len(rows)), rows)
+        row = v0[box] + np.arange(len(box)) - np.repeat(np.cumsum(rows) - rows, rows)
+        start = row * nx + u0[box]
+        lo, hi = before[start], before[start + (u1 - u0 + 1)[box]]
+        count = hi - lo
+        mixed_id = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        keys.append((mixed_id << bits) | np.repeat(polys[box], count))
+    key = np.sort(np.concatenate(keys))
+    n_mixed = int(before[-1])
+    indptr = np.zeros(n_mixed + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key >> bits, minlength=n_mixed), out=indptr[1:])
+    return indptr, (key & ((1 << bits) - 1)).astype(np.int32)
 
 
 class PolygonIndex:
     """Polygons (grids) sorted by code: locate, nearest, bbox."""
 
-    def __init__(self, geoms: npt.NDArray[np.object_], projection: MetricProjection) -> None:
+    def __init__(
+        self,
+        geoms: npt.NDArray[np.object_],
+        projection: MetricProjection,
+        cells: CellTable | None = None,
+    ) -> None:
+        """``cells``: a table already built over the same polygons (sent to a worker)."""
         self.geoms = geoms
         self.projection = projection
         shapely.prepare(self.geoms)
@@ -32,16 +251,44 @@ class PolygonIndex:
         self.metric = projection.project(self.geoms)
         self.metric_tree = STRtree(self.metric)
         self.area_m2: FloatArray = shapely.area(self.metric)
+        self._cells: CellTable | None = cells
+        self._cells_lock = threading.Lock()
+        self._cells_started = False
 
     def __len__(self) -> int:
         return len(self.geoms)
 
+    def cell_table(self) -> CellTable | None:
+        """The cell lookup table, built now if it is not yet (or waited for while another
+        thread builds it); None without polygons. Never built with the snapshot, so start-up
+        and reloads do not pay for it."""
+        if self._cells is None and len(self.geoms):
+            with self._cells_lock:
+                if self._cells is None:
+                    self._cells = CellTable.build(self.geoms, self.locate_tree)
+        return self._cells
+
     def locate(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> IntArray:
         """Index of the polygon covering each point (boundary included), or -1.
 
-        Bounding boxes from the tree, then one vectorised point-in-polygon test of the
-        candidates on the prepared polygons: faster than the tree's own predicate, which
-        tests each (unprepared) point against each candidate (see bench/RESULTS.md)."""
+        Through the cell table once it is built, else the tree. The first locate of
+        ``LOOKUP_MIN_POINTS`` points starts building the table in a thread of its own, so
+        that request is not kept waiting for it (seconds at a million grids)."""
+        lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
+        lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
+        n = len(lon)
+        table = self._cells
+        if table is None and n >= LOOKUP_MIN_POINTS and not self._cells_started:
+            self._cells_started = True
+            threading.Thread(target=self.cell_table, name="cell-table", daemon=True).start()
+        if table is not None and n >= TABLE_MIN_POINTS:
+            return table.locate(self.geoms, lon, lat)
+        return self.locate_tree(lon, lat)
+
+    def locate_tree(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> IntArray:
+        """``locate`` by the tree alone: bounding boxes from the tree, then one vectorised
+        point-in-polygon test of the candidates on the prepared polygons (faster than the
+        tree's own predicate, which tests unprepared points; see bench/RESULTS.md)."""
         lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))
         lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
         out = np.full(len(lon), NOTHING, dtype=np.int64)
@@ -60,6 +307,8 @@ class PolygonIndex:
 
     def locate_point(self, lon: float, lat: float) -> int:
         """``locate`` of one point without the array set-up (the GET endpoint's hot path)."""
+        if self._cells is not None:
+            return self._cells.locate_point(self.geoms, lon, lat)
         cand = self.tree.query(shapely.points([lon, lat]))  # one coordinate pair: 3x faster
         if len(cand) == 0:
             return NOTHING

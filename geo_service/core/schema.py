@@ -256,3 +256,25 @@ LEVELS: dict[str, tuple[str, str]] = {
     "street": ("street_code", "street_name"),
     "district": ("district_code", "district_name"),
 }
+
+
+# A Shapefile (dBASE) field name holds at most 10 bytes. Each longer name of the layers and of
+# the coverage exports has this one abbreviation: written by the export, mapped back by the
+# import (core.fieldnames; the README's "Export to desktop GIS" lists the table).
+SHAPEFILE_NAME_BYTES = 10
+SHAPEFILE_NAMES: dict[str, str] = {
+    "community_code": "comm_code",
+    "community_name": "comm_name",
+    "street_code": "strt_code",
+    "street_name": "strt_name",
+    "district_code": "dist_code",
+    "district_name": "dist_name",
+    "officer_name": "offcr_name",
+    "officer_phone": "offcr_tel",
+    MOVED_TO_CODE: "moved_code",
+    MOVED_TO_LON: "moved_lon",
+    MOVED_TO_LAT: "moved_lat",
+    MOVED_TO_ADDRESS: "moved_addr",
+    "covered_population": "cov_pop",
+    "population_ratio": "pop_ratio",
+}

@@ -18,17 +18,34 @@ class Settings(BaseSettings):
     dataset_name: str = "weifang-central"
     database_url: str | None = Field(None, description="PostGIS URL; unset = embedded files")
     db_pool_size: int = Field(8, ge=1, description="Most PostGIS connections per process")
+    db_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a request waits for a PostGIS connection (database down, or every "
+        "connection busy); then 503 with Retry-After",
+    )
     db_migrate_on_start: bool = Field(
         True, description="Create/upgrade the PostGIS tables when the service starts"
     )
     reload_poll_s: float = Field(
         0.5, gt=0, description="Embedded files: how often to look for changes by other processes"
     )
+    snapshot_cache: bool = Field(
+        True, description="Embedded files: keep validated layers on disk for a fast start-up"
+    )
+    snapshot_cache_dir: Path | None = Field(
+        None, description="Where the snapshot cache is kept; unset: .geo_service.cache in data_dir"
+    )
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL printed in QR codes and links"
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="serve: proxies (comma-separated addresses or networks, '*' for any) whose "
+        "X-Forwarded-For / X-Forwarded-Proto name the client, for the rate limit and logs",
+    )
     max_radius_m: float = Field(50_000.0, gt=0, description="Largest radius a query may ask for")
     max_bulk_points: int = Field(500_000, ge=100_000, description="Largest bulk locate request")
     max_k: int = Field(100, ge=1)
@@ -147,3 +164,10 @@ BULK_BYTES_PER_POINT = 64  # "[119.123456789012, 36.123456789012], " is 38; room
 def bulk_body_bytes(settings: Settings) -> int:
     """The body cap of bulk locate, derived from its point limit (plus room for the rest)."""
     return settings.max_bulk_points * BULK_BYTES_PER_POINT + 64 * 1024
+
+
+def snapshot_cache_path(settings: Settings) -> Path | None:
+    """The embedded backend's cache folder, or None when the cache is off."""
+    if not settings.snapshot_cache:
+        return None
+    return settings.snapshot_cache_dir or settings.data_dir / ".geo_service.cache"

@@ -1,146 +1,87 @@
-"""A planner's coverage report: CSV and GeoJSON of the units, GeoJSON of the gaps, and one
-self-contained HTML page (a map of covered areas and gaps, a bar chart of coverage by street or
-district, and the tables). Figures are drawn with matplotlib into the page itself (PNG and SVG
-as data), so the report opens offline, on an intranet, with no script or tile server."""
+"""A planner's coverage report, in Chinese, as files beside ``out``:
+
+- ``report.html``: title, explanations, the overall figures, an interactive map (the service's
+  coverage map in its own style: units coloured by coverage, covered area, gap pieces,
+  facilities, Amap tiles with overlays shifted to GCJ-02) embedded as a self-contained page,
+  coverage bars by street (or district) with names, the gap pieces and every unit; a print
+  stylesheet swaps the interactive map for a static one;
+- ``report.pdf``: the same tables and the static map, A4;
+- ``report-map.html``: the interactive map alone, full screen, one file;
+- ``report.csv`` / ``report.geojson``: figures per unit; ``report-gaps.csv`` /
+  ``report-gaps.geojson``: every gap piece (``geo_service.analysis.gaps``).
+
+Every figure a person reads or a file holds is rounded (``coverage_tables``); nothing but the
+basemap tiles is fetched from anywhere, so the report opens offline and on an intranet.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from zoneinfo import ZoneInfo
 
-import numpy as np
+import jinja2
 import pandas as pd
 import pyogrio
-import shapely
-from matplotlib import font_manager
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PatchCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import PathPatch
-from matplotlib.path import Path as MplPath
 
-from geo_service.analysis.coverage import OVERALL_KEYS, CoverageResult, compute_coverage
+from geo_service.analysis.coverage import CoverageResult, aggregate, facility_indices
+from geo_service.analysis.gaps import GapPieces, gap_pieces
 from geo_service.core.snapshot import Snapshot
+from geo_service.render import coverage_tables as tables
+from geo_service.render.coverage_pdf import pdf_font, write_pdf
+from geo_service.render.coverage_tables import ReportContent
+from geo_service.render.maps.basemaps import Basemap
+from geo_service.render.maps.coverage import coverage_map
+from geo_service.render.maps.page import PageOptions
+from geo_service.render.maps.units import LEVEL_TITLES
+from geo_service.render.standalone import standalone_html
+from geo_service.render.static_map import coverage_drawing, legend_drawing, to_svg
 
-CJK_FONTS = ("Noto Sans CJK SC", "Noto Serif CJK SC", "WenQuanYi Zen Hei", "SimHei")
 MAX_BARS = 40
-TOP_GAPS = 20
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+UNITS_GEOJSON_DECIMALS = 7  # the data's own precision: shared grid edges stay shared
+GAPS_GEOJSON_DECIMALS = 6  # about 0.1 m
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
 @dataclass(frozen=True)
 class ReportFiles:
+    html: Path
+    pdf: Path
+    map: Path
     csv: Path
     geojson: Path
-    gaps: Path
-    html: Path
+    gaps: Path  # GeoJSON of the gap pieces
+    gaps_csv: Path
+    gap_pieces: int = 0  # how many gap pieces were listed
+    gaps_dropped: int = 0  # slivers below the threshold, counted but not listed
+
+    def paths(self) -> tuple[Path, ...]:
+        return (self.html, self.pdf, self.map, self.csv, self.geojson, self.gaps_csv, self.gaps)
 
 
 def report_paths(out: Path) -> ReportFiles:
     """``out`` may name the HTML file or a stem; the other files sit beside it."""
-    stem = out.with_suffix("") if out.suffix.lower() in (".html", ".csv", ".geojson") else out
+    known = (".html", ".csv", ".geojson", ".pdf")
+    stem = out.with_suffix("") if out.suffix.lower() in known else out
     return ReportFiles(
+        html=stem.with_suffix(".html"),
+        pdf=stem.with_suffix(".pdf"),
+        map=stem.parent / f"{stem.name}-map.html",
         csv=stem.with_suffix(".csv"),
         geojson=stem.with_suffix(".geojson"),
         gaps=stem.parent / f"{stem.name}-gaps.geojson",
-        html=stem.with_suffix(".html"),
+        gaps_csv=stem.parent / f"{stem.name}-gaps.csv",
     )
-
-
-def cjk_font() -> str | None:
-    """A font that draws Chinese names, if one is installed (else the charts use codes)."""
-    have = {f.name for f in font_manager.fontManager.ttflist}
-    return next((name for name in CJK_FONTS if name in have), None)
-
-
-def _image(fig: Figure, fmt: str) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-    if fmt == "svg":
-        return "<svg" + buf.getvalue().decode("utf-8").split("<svg", 1)[1]
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="map" src="data:image/png;base64,{data}">'
-
-
-def _patches(geoms: np.ndarray) -> list[PathPatch]:
-    """Polygon patches (holes included) from metric shapely polygons."""
-    out = []
-    for poly in shapely.get_parts(geoms[~shapely.is_missing(geoms)]):
-        if shapely.get_type_id(poly) != shapely.GeometryType.POLYGON or poly.is_empty:
-            continue
-        rings = [poly.exterior, *poly.interiors]
-        verts = np.concatenate([np.asarray(r.coords) for r in rings])
-        codes = np.concatenate(
-            [
-                [MplPath.MOVETO] + [MplPath.LINETO] * (len(r.coords) - 2) + [MplPath.CLOSEPOLY]
-                for r in rings
-            ]
-        )
-        out.append(PathPatch(MplPath(verts, codes)))
-    return out
-
-
-def _draw(ax: Axes, geoms: np.ndarray, **style: Any) -> None:
-    ax.add_collection(PatchCollection(_patches(geoms), **style))
-
-
-def map_figure(result: CoverageResult) -> Figure:
-    """Covered areas (green), gaps (red) and facilities, in the metric CRS (metres)."""
-    snap = result.snapshot
-    fig = Figure(figsize=(9, 8))
-    ax = fig.add_subplot()
-    grids = snap.grids.index.metric
-    project = snap.projection.project
-    covered = np.array([project(result.covered)], dtype=object)
-    gaps = project(result.gaps.geometry.to_numpy()) if len(result.gaps) else np.empty(0, object)
-    _draw(ax, covered, facecolor="#4caf50", edgecolor="none", alpha=0.55)
-    _draw(ax, gaps, facecolor="#e53935", edgecolor="#b71c1c", linewidth=0.4, alpha=0.55)
-    _draw(ax, grids, facecolor="none", edgecolor="#607d8b", linewidth=0.15)
-    cover = result.grid
-    ax.scatter(
-        cover.x, cover.y, s=6, c="#0d47a1", zorder=3, label=f"{result.layer} ({len(cover.x)})"
-    )
-    if len(grids):
-        minx, miny, maxx, maxy = shapely.total_bounds(grids)
-        pad = 0.02 * max(maxx - minx, maxy - miny, 1.0)
-        ax.set_xlim(minx - pad, maxx + pad)
-        ax.set_ylim(miny - pad, maxy + pad)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"x, m (EPSG:{snap.projection.epsg})")
-    ax.set_ylabel("y, m")
-    ax.ticklabel_format(style="plain", useOffset=False)
-    ax.tick_params(labelsize=7)
-    ax.set_title(f"covered (green) and gaps (red) within {result.radius_m:g} m")
-    ax.legend(loc="lower right", fontsize=8)
-    return fig
-
-
-def bar_figure(units: pd.DataFrame, level: str, font: str | None) -> Figure:
-    """Area and population coverage ratio per unit, lowest population coverage first."""
-    rows = units.sort_values("population_ratio").head(MAX_BARS)
-    labels = [
-        f"{n} {c}" if font else str(c) for c, n in zip(rows["code"], rows["name"], strict=True)
-    ]
-    fig = Figure(figsize=(9, 0.28 * len(rows) + 1.4))
-    ax = fig.add_subplot()
-    y = np.arange(len(rows))
-    ax.barh(y - 0.2, rows["population_ratio"] * 100, 0.4, label="population %", color="#1e88e5")
-    ax.barh(y + 0.2, rows["area_ratio"] * 100, 0.4, label="area %", color="#90caf9")
-    ax.set_yticks(y, labels, fontsize=7, fontfamily=font or "sans-serif")
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("covered, %")
-    ax.set_title(
-        f"coverage by {level}" + (f" (lowest {MAX_BARS})" if len(units) > MAX_BARS else "")
-    )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return fig
 
 
 def chart_level(snapshot: Snapshot) -> str:
@@ -149,76 +90,114 @@ def chart_level(snapshot: Snapshot) -> str:
     return "street" if n_streets <= MAX_BARS else "district"
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, classes="t", float_format=lambda v: f"{v:,.2f}")
+def report_content(
+    result: CoverageResult, pieces: GapPieces, dataset: str, made: datetime
+) -> ReportContent:
+    """Everything the HTML and the PDF say, once."""
+    snap = result.snapshot
+    level = chart_level(snap)
+    by_level = aggregate(snap, result.grid.covered_m2, level)
+    everyone = len(facility_indices(snap, result.layer, result.service, active_only=False))
+    title = f"{tables.subject(result)} {result.radius_m:,.0f} 米覆盖分析报告"
+    subtitle = (
+        f"数据集 {dataset}（版本 {snap.version}）；按{LEVEL_TITLES[result.by]}统计；"
+        f"生成于 {made:%Y-%m-%d %H:%M}（北京时间）"
+    )
+    return ReportContent(
+        title=title,
+        subtitle=subtitle,
+        explanations=tables.explanations(result, pieces, snap.projection.epsg),
+        summary=tables.summary_table(result, pieces, everyone),
+        bars_title=f"各{LEVEL_TITLES[level]}覆盖率",
+        bars=tables.bars_of(by_level),
+        gaps=tables.gap_table(pieces),
+        units=tables.unit_table(result.units, result.by),
+    )
 
 
-def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Whole square metres and people, ratios as percentages to 0.01."""
-    out = frame[[c for c in ("code", "name", *OVERALL_KEYS) if c in frame]].copy()
-    for k in ("area_ratio", "population_ratio"):
-        out[k] = (out[k] * 100).round(2)
-    for k in ("area_m2", "covered_m2", "population", "covered_population"):
-        out[k] = out[k].round(0).astype("int64")
-    return out.rename(columns={"area_ratio": "area_%", "population_ratio": "population_%"})
-
-
-def write_report(result: CoverageResult, out: Path, dataset: str) -> ReportFiles:
+def write_report(
+    result: CoverageResult,
+    out: Path,
+    dataset: str,
+    *,
+    basemap: Basemap = Basemap.amap,
+    tianditu_key: str | None = None,
+    pieces: GapPieces | None = None,
+    made: datetime | None = None,
+) -> ReportFiles:
+    """Write the report's files beside ``out`` (see the module docstring); returns their paths.
+    ``pieces``: the gap pieces if the caller has them (default: ``gap_pieces`` with its
+    default sliver threshold)."""
     files = report_paths(out)
     files.html.parent.mkdir(parents=True, exist_ok=True)
-    units = result.units
-    units.drop(columns="geometry").to_csv(files.csv, index=False, encoding="utf-8-sig")
-    _write_geojson(units, files.geojson)
-    _write_geojson(result.gaps, files.gaps)
+    snap = result.snapshot
+    if pieces is None:
+        pieces = gap_pieces(snap, result.grid)
+    made = made or datetime.now(LOCAL_TZ)
 
-    font = cjk_font()
-    level = chart_level(result.snapshot)
-    by_level = (
-        units
-        if result.by == level
-        else compute_coverage(
-            result.snapshot,
-            result.layer,
-            result.radius_m,
-            level,
-            result.service,
-            active_only=result.grid.active_only,
-        ).units
+    units = tables.unit_file_frame(result.units)
+    gaps = tables.gap_file_frame(pieces.frame)
+    _write_csv(units.drop(columns="geometry"), files.csv)
+    _write_csv(gaps.drop(columns="geometry"), files.gaps_csv)
+    _write_geojson(units, files.geojson, UNITS_GEOJSON_DECIMALS)
+    _write_geojson(gaps, files.gaps, GAPS_GEOJSON_DECIMALS)
+
+    content = report_content(result, pieces, dataset, made)
+    options = PageOptions(basemap=basemap, tianditu_key=tianditu_key)
+    m = coverage_map(
+        snap,
+        options,
+        result.layer,
+        result.radius_m,
+        service=result.service,
+        active_only=result.grid.active_only,
     )
-    map_html = _image(map_figure(result), "png")
-    bars_html = _image(bar_figure(by_level, level, font), "svg")
-    overall = _display(pd.DataFrame([result.overall]))
-    gaps = result.gaps.drop(columns="geometry").head(TOP_GAPS).round(0).astype("int64")
-    title = f"Coverage of {result.layer} within {result.radius_m:g} m"
-    if result.service:
-        title += f" offering {result.service}"
-    page = f"""<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body{{font-family:"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;margin:2em;
-max-width:1100px;color:#222}} h1{{font-size:1.5em}} h2{{font-size:1.15em;margin-top:1.6em}}
-table.t{{border-collapse:collapse;font-size:.85em}} table.t td,table.t th{{padding:2px 8px;
-border-bottom:1px solid #ddd;text-align:right}} img,svg{{max-width:100%;height:auto}}
-.meta{{color:#555;font-size:.9em}}
-</style></head><body>
-<h1>{html.escape(title)} — 覆盖分析</h1>
-<p class="meta">Dataset {html.escape(dataset)}, version {html.escape(result.snapshot.version)};
-{len(result.grid.x)} facilities; areas in EPSG:{result.snapshot.projection.epsg} (metres);
-population spread evenly over each grid; generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
-Files: {html.escape(files.csv.name)}, {html.escape(files.geojson.name)},
-{html.escape(files.gaps.name)}.</p>
-<h2>Overall</h2>{_table(overall)}
-<h2>Map: covered areas and gaps</h2>{map_html}
-<h2>Coverage by {level}</h2>{bars_html}
-<h2>Largest gaps (by area)</h2>{_table(gaps)}
-<h2>Units by {html.escape(result.by)}</h2>{_table(_display(units))}
-</body></html>
-"""
-    files.html.write_text(page, encoding="utf-8")
-    return files
+    map_html = standalone_html(m, options)
+    _write_text(files.map, map_html)
+
+    font = pdf_font()
+    drawing = coverage_drawing(snap, result, pieces, font)
+    legend = legend_drawing(result.radius_m, font)
+    write_pdf(content, files.pdf, drawing, legend, font)
+
+    page = _ENV.get_template("coverage_report.html").render(
+        c=content,
+        pct=tables.pct,
+        map_html=map_html,
+        static_map=to_svg(drawing),
+        static_legend=to_svg(legend),
+        files={
+            k: getattr(files, k).name for k in ("pdf", "map", "csv", "geojson", "gaps", "gaps_csv")
+        },
+        level_title=LEVEL_TITLES[result.by],
+        unit_columns=[(k, tables.FILE_COLUMN_TITLES[k]) for k in tables.UNIT_FILE_COLUMNS],
+        gap_columns=[(k, tables.FILE_COLUMN_TITLES[k]) for k in tables.GAP_FILE_COLUMNS],
+    )
+    _write_text(files.html, page)
+    return ReportFiles(
+        **{
+            k: getattr(files, k)
+            for k in ("html", "pdf", "map", "csv", "geojson", "gaps", "gaps_csv")
+        },
+        gap_pieces=len(pieces.frame),
+        gaps_dropped=pieces.dropped,
+    )
 
 
-def _write_geojson(frame: pd.DataFrame, path: Path) -> None:
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """UTF-8 with a byte-order mark, so Excel opens the Chinese names right."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+    tmp.replace(path)
+
+
+def _write_geojson(frame: pd.DataFrame, path: Path, decimals: int) -> None:
     tmp = path.with_suffix(".tmp")
-    pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", COORDINATE_PRECISION=7)
+    pyogrio.write_dataframe(frame, tmp, driver="GeoJSON", COORDINATE_PRECISION=decimals)
     tmp.replace(path)

@@ -2,8 +2,9 @@
 
 Error correction level M (15% of the symbol may be lost) suits a sign outdoors that gets dirty
 or scratched, while keeping the modules large enough for a phone camera at arm's length.
-The printable sheet is a self-contained HTML file (inline SVG, A4 print CSS) and, when a CJK font
-is installed, the same layout as a vector PDF.
+The printable sheet is a self-contained HTML file (inline SVG, A4 print CSS) and the same layout
+as a vector PDF, drawn with the CJK font ``render.fonts`` finds (the PDF needs one; without it
+the PDF is reported as not written, never silently skipped).
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
 import segno
 
 from geo_service.core.snapshot import PointLayer
+from geo_service.render.fonts import cjk_font, missing_font_message
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
 
 ERROR_LEVEL = "m"
 BORDER = 4  # quiet zone in modules, as the QR standard requires
 PNG_SCALE = 10  # pixels per module: a 33-module code becomes ~410 px
 SVG_SCALE = 4  # user units per module (the SVG scales without loss anyway)
 PER_PAGE = (3, 4)  # columns, rows on A4
-CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei")
 
 
 def page_url(base_url: str, code: str) -> str:
@@ -58,6 +64,8 @@ class QrOutput:
     sheet_html: Path | None = None
     sheet_pdf: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # Outputs that were asked for and not written, each with why: the CLI exits non-zero.
+    failed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,11 @@ def write_all(
     result.sheet_html.write_text(sheet_html(items, base_url), encoding="utf-8")
     if pdf:
         path = out_dir / "sheet.pdf"
-        note = write_sheet_pdf(items, path)
-        if note is None:
+        why = write_sheet_pdf(items, path)
+        if why is None:
             result.sheet_pdf = path
         else:
-            result.notes.append(note)
+            result.failed.append(f"{path}: {why}")
     return result
 
 
@@ -138,42 +146,43 @@ def sheet_html(items: Iterable[Sign], base_url: str) -> str:
 
 
 def write_sheet_pdf(items: list[Sign], path: Path) -> str | None:
-    """The same sheet as a vector PDF; returns why not when no CJK font is installed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import font_manager
+    """The same sheet as a vector PDF; returns why not when it cannot be written (no CJK font,
+    or the file cannot be created), leaving no partial file behind."""
+    from matplotlib import rc_context
     from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.font_manager import FontProperties
 
-    font = None
-    for family in CJK_FONTS:
-        props = font_manager.FontProperties(family=family)
-        try:
-            font_manager.findfont(props, fallback_to_default=False)
-        except ValueError:
-            continue
-        font = props
-        break
-    if font is None:
-        return "no CJK font installed (e.g. Debian's fonts-noto-cjk): PDF sheet skipped"
+    found = cjk_font()
+    if found is None:
+        return missing_font_message()
+    font = FontProperties(family=found.family)
     cols, rows = PER_PAGE
     per_page = cols * rows
-    with matplotlib.rc_context({"pdf.fonttype": 3}), PdfPages(path) as pdf:
-        for start in range(0, len(items), per_page):
-            fig = plt.figure(figsize=(8.27, 11.69))  # A4 in inches
-            for j, s in enumerate(items[start : start + per_page]):
-                r, c = divmod(j, cols)
-                x0, y0 = 0.06 + c * 0.30, 0.74 - r * 0.235
-                ax = fig.add_axes((x0, y0, 0.28, 0.19))
-                matrix = np.array(list(make(s.url).matrix_iter(border=BORDER)), dtype=np.uint8)
-                # interpolation="none" embeds the module matrix as-is: viewers and printers
-                # scale it without smoothing, so edges stay sharp at any size.
-                ax.imshow(1 - matrix, cmap="gray", vmin=0, vmax=1, interpolation="none")
-                ax.set_axis_off()
-                cx = x0 + 0.14
-                fig.text(cx, y0 - 0.012, s.code, ha="center", fontproperties=font, fontsize=12)
-                fig.text(cx, y0 - 0.030, s.name, ha="center", fontproperties=font, fontsize=7)
-            pdf.savefig(fig)
-            plt.close(fig)
+    try:
+        with rc_context({"pdf.fonttype": 3}), PdfPages(path) as pdf:
+            for start in range(0, len(items), per_page):
+                pdf.savefig(_sheet_page(items[start : start + per_page], font, cols))
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        return f"无法写入 / cannot write: {exc.strerror or exc}"
     return None
+
+
+def _sheet_page(items: list[Sign], font: FontProperties, cols: int) -> Figure:
+    """One A4 page of signs (a bare Figure, not pyplot: no global figure registry)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.27, 11.69))  # A4 in inches
+    for j, s in enumerate(items):
+        r, c = divmod(j, cols)
+        x0, y0 = 0.06 + c * 0.30, 0.74 - r * 0.235
+        ax = fig.add_axes((x0, y0, 0.28, 0.19))
+        matrix = np.array(list(make(s.url).matrix_iter(border=BORDER)), dtype=np.uint8)
+        # interpolation="none" embeds the module matrix as-is: viewers and printers
+        # scale it without smoothing, so edges stay sharp at any size.
+        ax.imshow(1 - matrix, cmap="gray", vmin=0, vmax=1, interpolation="none")
+        ax.set_axis_off()
+        cx = x0 + 0.14
+        fig.text(cx, y0 - 0.012, s.code, ha="center", fontproperties=font, fontsize=12)
+        fig.text(cx, y0 - 0.030, s.name, ha="center", fontproperties=font, fontsize=7)
+    return fig

@@ -22,14 +22,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import orjson
 
+from geo_service.core.layers import LoadReport
 from geo_service.core.principal import ApiKeyRecord, Principal
 from geo_service.core.schema import SCHEMAS, LayerName
 from geo_service.storage.audit import AuditEntry, AuditQuery, entry_for, replace_entries, to_jsonl
 from geo_service.storage.base import Change, Loaded, Mutation, ReplaceResult, Revisions
-from geo_service.storage.dataset import dataset_version, layer_path, read_dataset
+from geo_service.storage.dataset import layer_path, read_dataset
 from geo_service.storage.records import Record, plan_replace, stored_feature_records
+from geo_service.storage.snapcache import LayerCache, SourceId, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +103,12 @@ class _Poller:
 class FilesBackend:
     name = "embedded files"
 
-    def __init__(self, data_dir: Path, poll_s: float = 0.5) -> None:
+    def __init__(self, data_dir: Path, poll_s: float = 0.5, cache_dir: Path | None = None) -> None:
+        """``cache_dir``: keep validated layers there (``snapcache``) to start faster."""
         self.data_dir = Path(data_dir)
         self.poll_s = poll_s
+        self.cache = None if cache_dir is None else LayerCache(cache_dir)
+        self._digests: dict[LayerName, tuple[SourceId, str]] = {}
         self._thread_lock = threading.Lock()
         self._keys_cache: tuple[tuple[int, int, int], dict[str, ApiKeyRecord]] | None = None
 
@@ -137,8 +143,51 @@ class FilesBackend:
     def load(self, layers: Collection[LayerName] | None = None) -> Loaded:
         wanted = list(SCHEMAS if layers is None else layers)
         revisions = {k: v for k, v in self.revisions().items() if k in wanted}
-        frames, reports = read_dataset(self.data_dir, wanted)
-        return Loaded(frames, dataset_version(self.data_dir), revisions, reports)
+        if self.cache is None:
+            frames, reports = read_dataset(self.data_dir, wanted)
+        else:
+            frames, reports = self._read_cached(wanted)
+        return Loaded(frames, self.version(), revisions, reports)
+
+    def version(self) -> str:
+        """Content hash of the layer files, made of each file's SHA-256; a file's hash is
+        remembered by its identity, so a reload after a stall edit hashes the stalls only."""
+        h = hashlib.sha256()
+        for layer in SCHEMAS:
+            path = layer_path(self.data_dir, layer)
+            try:
+                ident = SourceId.of(path)
+            except FileNotFoundError:
+                continue
+            known = self.cache.digests.get(layer.value) if self.cache is not None else None
+            memo = self._digests.get(layer)
+            if memo is None or memo[0] != ident:
+                memo = known if known is not None and known[0] == ident else None
+                memo = memo or (ident, file_sha256(path))
+                self._digests[layer] = memo
+            h.update(f"{layer.value}:{memo[1]}\n".encode())
+        return h.hexdigest()[:12]
+
+    def _read_cached(
+        self, layers: list[LayerName]
+    ) -> tuple[dict[LayerName, gpd.GeoDataFrame], list[LoadReport]]:
+        """``read_dataset`` through the snapshot cache, layer by layer."""
+        assert self.cache is not None
+        frames: dict[LayerName, gpd.GeoDataFrame] = {}
+        reports: list[LoadReport] = []
+        for layer in layers:
+            path = layer_path(self.data_dir, layer)
+            if not path.exists():
+                read_dataset(self.data_dir, [layer])  # the same error for missing grids
+                continue
+
+            def build(layer: LayerName = layer) -> tuple[gpd.GeoDataFrame, LoadReport]:
+                built, [report] = read_dataset(self.data_dir, [layer])
+                return built[layer], report
+
+            frames[layer], report = self.cache.load(layer.value, path, build)
+            reports.append(report)
+        return frames, reports
 
     def _read(self, layer: LayerName) -> dict[str, Any]:
         path = layer_path(self.data_dir, layer)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "geo_service_changes"
 LISTENER_NAME = "geo_service listener"  # application_name of the LISTEN connections
+RECONNECT_S = 10.0  # the pool backs off reconnecting for at most this long, then starts anew
 SQL_TYPES = {
     FieldType.text: "text",
     FieldType.integer: "bigint",  # validation admits whole numbers up to 2^53
@@ -185,7 +186,9 @@ class _Listener:
 class PostGISBackend:
     name = "PostGIS"
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeout_s: float = 30.0) -> None:
+        """``timeout_s``: the longest a caller waits for a connection (database down, or every
+        connection busy) before ``PoolTimeout``, which the service answers 503."""
         self.url = url
         self.pool = ConnectionPool(
             url,
@@ -194,6 +197,13 @@ class PostGISBackend:
             open=True,
             kwargs={"connect_timeout": 5},
             name="geo_service",
+            timeout=timeout_s,
+            # After a restart of the database, a pooled connection is dead: test it when it is
+            # handed out (one round trip) instead of failing the request that gets it.
+            check=ConnectionPool.check_connection,
+            # Reconnection backs off exponentially and gives up after this; the next request
+            # then starts afresh, so the pool is back within seconds of a long outage's end.
+            reconnect_timeout=RECONNECT_S,
         )
 
     # -- schema ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import geopandas as gpd
 
@@ -29,6 +30,17 @@ def snapshot_of(loaded: Loaded, name: str) -> Snapshot:
     )
 
 
+@dataclass(frozen=True)
+class LoadedState:
+    """A loaded snapshot and what it was built from: what a worker forked from a process that
+    loaded the data needs to go on following the backend without loading it again."""
+
+    snapshot: Snapshot
+    revisions: Revisions
+    frames: dict[LayerName, gpd.GeoDataFrame]
+    reports: dict[str, LoadReport]
+
+
 class Reloader:
     def __init__(self, backend: Backend, store: SnapshotStore, name: str) -> None:
         self.backend = backend
@@ -38,6 +50,7 @@ class Reloader:
         self.revisions: Revisions = {}
         self._frames: dict[LayerName, gpd.GeoDataFrame] = {}
         self._reports: dict[str, LoadReport] = {}
+        self._built: Snapshot | None = None  # the last snapshot this reloader installed
         self.reloads = 0
         self.last_error: Exception | None = None
         self._cond = threading.Condition()
@@ -47,6 +60,22 @@ class Reloader:
         self._stop = False
         self._worker: threading.Thread | None = None
         self._subscription: Subscription | None = None
+
+    def state(self) -> LoadedState:
+        """The current snapshot with what it was built from (after a load)."""
+        with self._loading:
+            return LoadedState(
+                self.store.get(), dict(self.revisions), dict(self._frames), dict(self._reports)
+            )
+
+    def seed(self, state: LoadedState) -> None:
+        """Start from ``state`` (loaded by a parent process) instead of loading everything."""
+        with self._loading:
+            self.revisions = dict(state.revisions)
+            self._frames = dict(state.frames)
+            self._reports = dict(state.reports)
+            self.store.swap(state.snapshot)
+            self._built = state.snapshot
 
     def stale_layers(self) -> list[LayerName]:
         now = self.backend.revisions()
@@ -71,8 +100,11 @@ class Reloader:
             name=self.name,
             version=loaded.version,
             reports=tuple(self._reports[k] for k in sorted(self._reports)),
+            previous=self._built if self.store.ready and self.store.get() is self._built else None,
+            changed=frozenset(stale),
         )
         self.store.swap(snap)
+        self._built = snap
         self.revisions = {**self.revisions, **loaded.revisions}
         self.reloads += 1
 
@@ -80,6 +112,8 @@ class Reloader:
         self._worker = threading.Thread(target=self._run, name="geo-reloader", daemon=True)
         self._worker.start()
         self._subscription = self.backend.subscribe(self.changed)
+        if self.revisions:  # a change between our load (or a seed) and the subscription;
+            self.changed()  # a snapshot handed in by the caller is served until a change
 
     def stop(self) -> None:
         if self._subscription is not None:

@@ -34,8 +34,10 @@ from geo_service.web.routers import (
     edits,
     grids,
     home,
+    layers,
     maps,
     officerpages,
+    ogc,
     open311,
     pages,
     reportpages,
@@ -133,6 +135,7 @@ def create_app(
     app.include_router(stalls.router)
     app.include_router(pages.router)
     app.include_router(coverage.router)
+    app.include_router(layers.router)
     app.include_router(maps.router)
     app.include_router(edits.router)
     app.include_router(open311.router)
@@ -140,6 +143,7 @@ def create_app(
     app.include_router(cases.router)
     app.include_router(reportpages.router)
     app.include_router(officerpages.router)
+    app.include_router(ogc.router)  # GIS clients: OGC API – Features under /ogc
     app.include_router(home.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_openapi(app)

@@ -347,14 +347,35 @@ class UnitFacility(BaseModel):
     name: str
     status: Literal["active", "suspended", "relocated", "retired"]
     relocated: bool = Field(description="True when status is relocated (it moved elsewhere)")
+    moved_to: MovedTo | None = Field(
+        None, description="Relocated: where it went (null when not recorded or not relocated)"
+    )
     address: str | None = None
     grid_code: str = Field(description="The grid containing the point (spatial)")
     lon: float
     lat: float
 
 
+class UnitCase(BaseModel):
+    """A 随手拍 case as the unit listing shows it: public fields only."""
+
+    id: str = Field(description="Case number (service_request_id)")
+    service_code: str
+    category: str = Field(description="The category's Chinese name")
+    status: str
+    status_text: str
+    deadline: str | None = Field(description="Beijing time, ISO 8601; null once handled")
+    overdue: bool = Field(description="Awaiting handling and past its deadline")
+    lon: float = Field(description="WGS84 longitude")
+    lat: float = Field(description="WGS84 latitude")
+
+
 class UnitCases(BaseModel):
     open: int = Field(description="Open cases routed to this unit or a grid in it")
+    overdue: int = Field(description="How many of them are overdue")
+    limit: int = Field(description="Most cases listed in items")
+    truncated: bool = Field(description="More open cases than listed")
+    items: list[UnitCase] = Field(description="Overdue first, then by deadline")
 
 
 class UnitContents(BaseModel):

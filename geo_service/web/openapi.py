@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from geo_service.web.errors import is_api_path, is_html_path
 from geo_service.web.models import ErrorBody
+from geo_service.web.ogcmodels import PARAMETERS as OGC_PARAMETERS
 
 SCHEMAS = "#/components/schemas/"
 ERROR_REF = SCHEMAS + "ErrorBody"
@@ -60,6 +61,9 @@ def _is_error(status: str) -> bool:
 def declare_errors(spec: dict[str, Any]) -> dict[str, Any]:
     """Complete ``spec`` in place (and return it)."""
     components = spec.setdefault("components", {}).setdefault("schemas", {})
+    # The OGC API's query parameters by name: QGIS reads the page size of /ogc items (default
+    # and maximum) from components/parameters/limit.
+    spec["components"].setdefault("parameters", {}).update(OGC_PARAMETERS)
     error_schema = ErrorBody.model_json_schema(ref_template=SCHEMAS + "{model}")
     components.update(error_schema.pop("$defs", {}))
     components["ErrorBody"] = error_schema

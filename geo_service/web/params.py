@@ -24,6 +24,10 @@ RADIUS_HELP = f"Radius in metres (default {DEFAULT_RADIUS_M:g}); or give `preset
 PRESET_HELP = "Life-circle tier: 300 (5-minute walk), 500 (10-minute), 1000 (15-minute)"
 SERVICE_HELP = "Only stalls offering this service (修鞋 shoes, 修车 bikes, 修锁配钥匙 locks/keys)"
 ACTIVE_HELP = "Only facilities whose status is active (not suspended or relocated)"
+INACTIVE_HELP = (
+    "Also count suspended and relocated facilities (never retired ones); by default only active "
+    "ones count, what serves residents today"
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,9 @@ def coverage_query(
     ] = None,
     preset: Annotated[Preset | None, Query(description=PRESET_HELP)] = None,
     service: Annotated[Service | None, Query(description=SERVICE_HELP)] = None,
-    active_only: Annotated[bool, Query(description=ACTIVE_HELP)] = False,
+    include_inactive: Annotated[bool, Query(description=INACTIVE_HELP)] = False,
 ) -> CoverageQuery:
-    return resolve(layer, radius_m, preset, service, active_only, settings)
+    return resolve(layer, radius_m, preset, service, not include_inactive, settings)
 
 
 CoverageQueryDep = Annotated[CoverageQuery, Depends(coverage_query)]

@@ -18,6 +18,11 @@ from folium.template import Template
 
 from geo_service.render.maps.assets import LOCAL_PREFIX
 
+# Where a legend lists the markers: the page script fills it with one row per marker style the
+# page actually draws (``GeoMaps.markerLegend``), from the same table that styles the markers, so
+# a legend cannot miss a colour. A legend without it gets the rows at its end.
+MARKER_LEGEND = '<div class="gm-marker-rows"></div>'
+
 
 def js_value(obj: Any) -> str:
     """JSON that is safe inside a ``<script>`` element."""
@@ -165,6 +170,25 @@ class SearchControl(MacroElement):
     def __init__(self) -> None:
         super().__init__()
         self._name = "SearchControl"
+
+
+class UnitCases(MacroElement):
+    """Fills the card's case line with the unit's open cases, read from the service when the
+    page opens (``/api/v1/units/{code}/contents``): the page is cached, the cases are not."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        GeoMaps.unitCases({{ this.url_js }}, {{ this.case_href_js }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, url: str, case_href: str) -> None:
+        super().__init__()
+        self._name = "UnitCases"
+        self.url_js = js_value(url)
+        self.case_href_js = js_value(case_href)  # a case's page, with {id}
 
 
 class ViewportLoader(MacroElement):

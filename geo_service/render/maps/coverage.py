@@ -5,6 +5,8 @@ Units (grids, communities, streets or districts) are coloured by the share of th
 within reach (population is spread evenly over its grid, so for grids this equals the area share);
 with candidate sites the colours and the summary show the situation *after* adding them
 (``geo_service.analysis.whatif``), the candidates and their discs are drawn, and changed units are outlined.
+Only active facilities count unless asked otherwise (what serves residents today). The gaps are
+the pieces of ``geo_service.analysis.gaps`` (one grid each, with an id, most people first).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from typing import Any
 import folium
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import shapely
 from branca.colormap import LinearColormap, StepColormap
 from branca.element import Element
 
-from geo_service.analysis.coverage import CoverageInputError, aggregate, compute_coverage
+from geo_service.analysis.coverage import (
+    CoverageInputError,
+    aggregate,
+    compute_coverage,
+    facility_indices,
+)
+from geo_service.analysis.gaps import GapPieces, gap_pieces
 from geo_service.analysis.whatif import WhatIfResult, what_if
 from geo_service.core.crs import MetricProjection, PointCRS
 from geo_service.core.schema import LayerName
@@ -39,6 +46,9 @@ COLORMAP: StepColormap = LinearColormap(
     ["#d73027", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"], vmin=0.0, vmax=1.0
 ).to_step(index=RATIO_STEPS)
 SHAPE_TOLERANCE_M = 2.0  # covered area and gaps are simplified by this much for display
+MAX_GAPS_DRAWN = 5000
+"""Gap pieces drawn on one page, most people first (the default data has at most ~1,400; a
+city of 100,000 grids could have as many pieces, tens of megabytes of page)."""
 GAP_STYLE: dict[str, Any] = {
     "color": "#b71c1c",
     "weight": 1,
@@ -93,7 +103,11 @@ def _figures_rows(overall: dict[str, float]) -> list[tuple[str, str]]:
 
 
 def _summary(
-    title: str, overall: dict[str, float], wi: WhatIfResult | None, gaps: pd.DataFrame
+    title: str,
+    overall: dict[str, float],
+    wi: WhatIfResult | None,
+    gaps: GapPieces,
+    counted: str,
 ) -> str:
     e = html.escape
     rows = _figures_rows(overall)
@@ -102,12 +116,38 @@ def _summary(
         rows = [(k, f"{v} → <b>{after[k]}</b>") for k, v in rows]
         rows.append(("新增覆盖人口", f"{wi.gain['covered_population']:,.0f}"))
         rows.append(("受影响单元", str(len(wi.units))))
+    pieces = gaps.frame
     rows.append(
-        ("未覆盖片区（现状）", f"{len(gaps)} 处，{float(gaps['population'].sum()):,.0f} 人")
+        (
+            "未覆盖片区（现状）",
+            f"{len(pieces)} 处，{float(pieces['population'].sum()):,.0f} 人",
+        )
     )
+    if gaps.dropped:
+        rows.append(
+            (
+                "未列出的碎片",
+                f"{gaps.dropped} 处小于 {gaps.min_area_m2:,.0f} m²，"
+                f"共 {gaps.dropped_area_m2:,.0f} m²",
+            )
+        )
+    rows.append(("计入设施", e(counted)))
     table = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in rows)
     note = "（现状 → 增加候选点后）" if wi is not None else ""
     return f"<h4>{e(title)}</h4><small>{note}</small><table class='gm-table'>{table}</table>"
+
+
+def _gap_label(row: dict[str, Any]) -> str:
+    """One gap piece as a planner reads it: id, where, how large, how many people, how far."""
+    where = row.get("grid_name") or row["grid_code"]
+    if row.get("street_name"):
+        where = f"{row['street_name']} {where}"
+    near = row["nearest_m"]
+    far = f"，距最近设施 {near:,.0f} 米" if near == near else ""
+    return (
+        f"未覆盖片区 {row['gap_id']}：{where}，{row['area_m2']:,.0f} m²，"
+        f"约 {row['population']:,.0f} 人{far}"
+    )
 
 
 def _legend(radius_m: float, what_if_on: bool) -> str:
@@ -145,13 +185,14 @@ def coverage_map(
     radius_m: float,
     by: str | None = None,
     service: str | None = None,
-    active_only: bool = False,
+    active_only: bool = True,
     add_lon: Sequence[float] | npt.NDArray[np.float64] = (),
     add_lat: Sequence[float] | npt.NDArray[np.float64] = (),
 ) -> folium.Map:
     """Coverage of ``layer`` within ``radius_m`` by ``by`` units (default: grids, or
     communities for a city too large to draw every grid), with candidate sites (WGS84) if any.
-    Bad parameters raise ``geo_service.analysis.coverage.CoverageInputError``."""
+    Only active facilities count unless ``active_only=False``. Bad parameters raise
+    ``geo_service.analysis.coverage.CoverageInputError``."""
     limit = overview.INLINE_GRID_LIMIT
     too_many = len(snapshot.grids) > limit
     by = by or ("community" if too_many else "grid")
@@ -218,16 +259,22 @@ def coverage_map(
         show=False,
         on_each_feature="GeoMaps.bindLabel",
     ).add_to(m)
-    gaps = result.gaps
+    gaps = gap_pieces(snapshot, result.grid)
+    shown = gaps.frame.head(MAX_GAPS_DRAWN)
     gap_props = [
-        {"code": f"gap-{k + 1}", "label": f"未覆盖片区 {a:,.0f} m²，约 {p:,.0f} 人"}
-        for k, (a, p) in enumerate(zip(gaps["area_m2"], gaps["population"], strict=True))
+        {"code": row["gap_id"], "label": _gap_label(row)}
+        for row in shown.drop(columns="geometry").to_dict("records")
     ]
+    gap_title = (
+        f"未覆盖片区（{len(shown)}）"
+        if len(shown) == len(gaps.frame)
+        else f"未覆盖片区（人口最多的 {len(shown):,} 处，共 {len(gaps.frame):,} 处）"
+    )
     layers["gaps"] = GeoJsonLayer(
         feature_collection(
-            _display_shapes(gaps.geometry.to_numpy(), snapshot.projection), gap_props, crs
+            _display_shapes(shown.geometry.to_numpy(), snapshot.projection), gap_props, crs
         ),
-        f"未覆盖片区（{len(gaps)}）",
+        gap_title,
         GAP_STYLE,
         on_each_feature="GeoMaps.bindLabel",
     ).add_to(m)
@@ -242,9 +289,18 @@ def coverage_map(
         layers.update(_candidate_layers(m, snapshot, wi, radius_m, crs))
     RegisterLayers(layers).add_to(m)
     folium.LayerControl(position="topleft", collapsed=True).add_to(m)
-    HtmlControl(_summary(title, result.overall, wi, gaps), "topright", "gm-card").add_to(m)
+    counted = _counted(snapshot, layer, service, active_only, len(fac))
+    HtmlControl(_summary(title, result.overall, wi, gaps, counted), "topright", "gm-card").add_to(m)
     HtmlControl(_legend(radius_m, wi is not None), "bottomleft", "gm-legend").add_to(m)
     return m
+
+
+def _counted(snapshot: Snapshot, layer: str, service: str | None, active_only: bool, n: int) -> str:
+    """Which facilities the figures count, and how many were left out."""
+    if not active_only:
+        return f"{n} 处（含暂停、迁址，不含撤销）"
+    others = len(facility_indices(snapshot, layer, service, active_only=False)) - n
+    return f"{n} 处在用" + (f"（暂停、迁址 {others} 处未计入）" if others else "")
 
 
 def _candidate_layers(

@@ -1,6 +1,11 @@
 """The map of one grid for its officer: the outline, the neighbouring grids, the stalls and vendor
 clusters inside it or within 1 km of its edge, and the officer's card.
 
+The card says of each facility that is not open for business why (暂停营业, 已撤销, 已迁至 … with
+where it went), and, on a page the service serves, loads the grid's open 随手拍 cases (how many,
+how many overdue) from ``/api/v1/units/{code}/contents`` when opened: the page itself is cached
+per data version, the cases change by the minute.
+
 Distances are measured in the metric CRS from the grid's edge (0 inside the grid).
 """
 
@@ -16,22 +21,36 @@ import numpy.typing as npt
 import shapely
 from branca.element import Element
 
-from geo_service.core.schema import LayerName
+from geo_service.core.schema import Status
 from geo_service.core.snapshot import PointLayer, Snapshot
-from geo_service.render.maps.controls import GeoJsonLayer, HtmlControl, RegisterLayers
+from geo_service.render.maps.controls import (
+    MARKER_LEGEND,
+    GeoJsonLayer,
+    HtmlControl,
+    RegisterLayers,
+    UnitCases,
+)
 from geo_service.render.maps.display import feature_collection
 from geo_service.render.maps.page import (
     PageOptions,
-    icon_swatch,
     legend,
     line_swatch,
     new_map,
     report_link,
 )
-from geo_service.render.maps.points import TITLES, marker_layer
+from geo_service.render.maps.points import (
+    MOVE_STYLE,
+    STATUS_TEXT,
+    TITLES,
+    marker_layer,
+    relocation_layer,
+    status_text,
+)
 from geo_service.render.maps.units import grid_properties
 
 NEARBY_RADIUS_M = 1000.0
+CONTENTS_PATH = "/api/v1/units/{code}/contents"  # the grid's open cases, read by the card
+CASE_PAGE_PATH = "/cases/{id}/page"
 # Neighbours share an edge; digitising noise may leave them a few centimetres apart.
 NEIGHBOUR_TOLERANCE_M = 0.5
 CARD_LIST_MAX = 12
@@ -95,23 +114,45 @@ def surroundings(
 
 def _facility_list(layer: PointLayer, nearby: Nearby) -> str:
     records = layer.records
+    e = html.escape
     items = []
     for i, d in zip(nearby.idx[:CARD_LIST_MAX], nearby.distance_m[:CARD_LIST_MAX], strict=True):
         rec = records[int(i)]
         where = "网格内" if d == 0 else f"{d:,.0f} 米"
-        items.append(
-            f"<li>{html.escape(rec['code'])} {html.escape(str(rec['name']))} — {where}</li>"
-        )
+        state = ""
+        status = str(rec.get("status") or "")
+        if status != Status.active.value:
+            state = (
+                f' <span class="gm-state gm-state-{e(status)}">'
+                f"〔{e(status_text(layer, int(i)))}〕</span>"
+            )
+        items.append(f"<li>{e(rec['code'])} {e(str(rec['name']))} — {where}{state}</li>")
     more = len(nearby.idx) - CARD_LIST_MAX
     if more > 0:
         items.append(f"<li>…另 {more} 个</li>")
     return f"<ul>{''.join(items)}</ul>" if items else "<p>无</p>"
 
 
-def _card(snapshot: Snapshot, s: GridSurroundings, overview_href: str | None) -> str:
-    """The officer's card: who is responsible for this grid, and what lies around it."""
+def _in_grid_count(layer: PointLayer, grid: int) -> str:
+    """How many of ``layer`` stand in the grid, and how many of those are not open for business:
+    "5（暂停营业 1，已迁址 1）"."""
+    status = layer.frame["status"].to_numpy(dtype=object)[layer.grid_index == grid]
+    names, counts = np.unique(status.astype(str), return_counts=True)
+    by = dict(zip(names.tolist(), counts.tolist(), strict=True))
+    notes = [
+        f"{STATUS_TEXT[k]} {by[k]}"
+        for k in (Status.suspended.value, Status.relocated.value, Status.retired.value)
+        if by.get(k)
+    ]
+    return f"{len(status)}（{'，'.join(notes)}）" if notes else str(len(status))
+
+
+def _card(
+    snapshot: Snapshot, s: GridSurroundings, overview_href: str | None, cases: bool = False
+) -> str:
+    """The officer's card: who is responsible for this grid, and what lies around it; with
+    ``cases``, a line the page fills with the grid's open cases (``GeoMaps.unitCases``)."""
     g: dict[str, Any] = snapshot.grids.properties[s.index]
-    counts = snapshot.counts_per_grid
     e = html.escape
     phone = g["officer"]["phone"]
     digits = "".join(ch for ch in phone or "" if ch.isdigit() or ch == "+")
@@ -125,19 +166,25 @@ def _card(snapshot: Snapshot, s: GridSurroundings, overview_href: str | None) ->
         ("面积", f"{g['area_m2'] / 10_000:,.2f} 公顷"),
         ("户数", "—" if g.get("households") is None else f"{g['households']:,}"),
         ("人口", "—" if g["population"] is None else f"{g['population']:,}"),
-        ("网格内小蓝棚", str(int(counts[LayerName.stalls][s.index]))),
-        ("网格内摊点群", str(int(counts[LayerName.vendor_clusters][s.index]))),
+        ("网格内小蓝棚", _in_grid_count(snapshot.stalls, s.index)),
+        ("网格内摊点群", _in_grid_count(snapshot.vendor_clusters, s.index)),
     ]
+    if cases:
+        rows.append(("随手拍", '<span class="gm-cases-count">正在读取未结案件…</span>'))
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     km = f"{s.radius_m / 1000:g} 公里"
     back = f'<p><a href="{e(overview_href)}">‹ 网格总览</a></p>' if overview_href else ""
-    return (
-        f"<h4>网格员名片 · {e(g['code'])}</h4><b>{e(g['name'])}</b>"
-        f'<table class="gm-table">{table}</table>'
-        f"<h4>{km}内小蓝棚（{len(s.stalls.idx)}）</h4>"
-        f"{_facility_list(snapshot.stalls, s.stalls)}"
-        f"<h4>{km}内便民摊点群（{len(s.vendor_clusters.idx)}）</h4>"
-        f"{_facility_list(snapshot.vendor_clusters, s.vendor_clusters)}{back}"
+    return "".join(
+        [
+            f"<h4>网格员名片 · {e(g['code'])}</h4><b>{e(g['name'])}</b>",
+            f'<table class="gm-table">{table}</table>',
+            '<div class="gm-cases"></div>' if cases else "",
+            f"<h4>{km}内小蓝棚（{len(s.stalls.idx)}）</h4>",
+            _facility_list(snapshot.stalls, s.stalls),
+            f"<h4>{km}内便民摊点群（{len(s.vendor_clusters.idx)}）</h4>",
+            _facility_list(snapshot.vendor_clusters, s.vendor_clusters),
+            back,
+        ]
     )
 
 
@@ -188,15 +235,26 @@ def grid_map(
             nearby.distance_m,
             clustered=False,
         ).add_to(m)
+    moves = relocation_layer(snapshot.stalls, crs, "小蓝棚迁址", s.stalls.idx)
+    if moves is not None:
+        layers["moves"] = moves.add_to(m)
     RegisterLayers(layers).add_to(m)
     folium.LayerControl(position="topleft", collapsed=True).add_to(m)
-    HtmlControl(_card(snapshot, s, overview_href), "topright", "gm-card").add_to(m)
+    # Served by the service (it has an API behind the search box): the card asks it for cases.
+    cases_url = options.api_base + CONTENTS_PATH.format(code=code) if options.search_url else None
+    HtmlControl(
+        _card(snapshot, s, overview_href, cases=cases_url is not None), "topright", "gm-card"
+    ).add_to(m)
+    if cases_url is not None:
+        UnitCases(cases_url, options.api_base + CASE_PAGE_PATH).add_to(m)
     rows = [
         (line_swatch(TARGET_STYLE["color"], 4, fill="#ffcdd2"), "本网格"),
         (line_swatch(NEIGHBOUR_STYLE["color"], 2, fill="#e3f2fd"), "相邻网格"),
         (line_swatch(ZONE_STYLE["color"], 2, dash=True), f"网格外 {km}范围"),
-        (icon_swatch("gm-stall", "鞋车锁"), "小蓝棚（修鞋 / 修车 / 修锁）"),
-        (icon_swatch("gm-vendor", "集"), "便民摊点群"),
     ]
-    HtmlControl(legend("图例", rows, report_link(options)), "bottomleft", "gm-legend").add_to(m)
+    if moves is not None:
+        rows.append((line_swatch(MOVE_STYLE["color"], 2, dash=True), "迁址：原址 → 新址"))
+    HtmlControl(
+        legend("图例", rows, MARKER_LEGEND + report_link(options)), "bottomleft", "gm-legend"
+    ).add_to(m)
     return m

@@ -1,8 +1,10 @@
 """The overview map: the whole city for officers and planners.
 
 Districts, streets, communities and grids are switchable layers with Chinese tooltips and popups;
-stalls are clustered with an icon per service; vendor clusters have toggleable 1 km discs; a
-legend, one search box for grid codes and stall numbers, and a "locate me" control.
+stalls are clustered with an icon per service (grey when suspended, dashed at the old spot of a
+relocated one, with a line to where it went); vendor clusters have toggleable 1 km discs; a legend
+that explains every marker style drawn, one search box for codes, names and pinyin, and a
+"locate me" control.
 
 Size: grids are simplified by 2 m (``coverage_simplify`` keeps shared edges shared) and written
 with 6 decimals. Up to ``INLINE_GRID_LIMIT`` grids are inlined; a larger city inlines only the
@@ -17,6 +19,7 @@ from folium.plugins import LocateControl
 
 from geo_service.core.snapshot import Snapshot
 from geo_service.render.maps.controls import (
+    MARKER_LEGEND,
     GeoJsonLayer,
     HtmlControl,
     RegisterLayers,
@@ -25,13 +28,18 @@ from geo_service.render.maps.controls import (
 )
 from geo_service.render.maps.page import (
     PageOptions,
-    icon_swatch,
     legend,
     line_swatch,
     new_map,
     report_link,
 )
-from geo_service.render.maps.points import DISC_STYLE, disc_layer, marker_layer
+from geo_service.render.maps.points import (
+    DISC_STYLE,
+    MOVE_STYLE,
+    disc_layer,
+    marker_layer,
+    relocation_layer,
+)
 from geo_service.render.maps.units import LEVEL_STYLES, LEVEL_TITLES, unit_layer
 from geo_service.render.maps.viewport import DEFAULT_LIMIT, MIN_ZOOM
 
@@ -40,7 +48,9 @@ CLUSTER_THRESHOLD = 200  # cluster a point layer once it has more markers than t
 VENDOR_RADIUS_M = 1000.0
 
 
-def _legend(radius_m: float, viewport: bool, options: PageOptions) -> str:
+def _legend(radius_m: float, viewport: bool, moves: bool, options: PageOptions) -> str:
+    """Unit outlines and shapes; the markers' rows are filled in by the page (``MARKER_LEGEND``)
+    from the styles it draws."""
     rows = [
         (
             line_swatch(
@@ -50,19 +60,16 @@ def _legend(radius_m: float, viewport: bool, options: PageOptions) -> str:
         )
         for level, s in LEVEL_STYLES.items()
     ]
-    rows += [
-        (icon_swatch("gm-stall", "鞋"), "小蓝棚：修鞋"),
-        (icon_swatch("gm-stall", "车"), "小蓝棚：修车"),
-        (icon_swatch("gm-stall", "锁"), "小蓝棚：修锁配钥匙"),
-        (icon_swatch("gm-inactive", "鞋"), "暂停 / 迁移 / 撤销"),
-        (icon_swatch("gm-vendor", "集"), "便民摊点群"),
+    rows.append(
         (
             line_swatch(DISC_STYLE["color"], 1, fill="#ffe0b2"),
             f"摊点群 {radius_m / 1000:g} 公里范围",
-        ),
-    ]
+        )
+    )
+    if moves:
+        rows.append((line_swatch(MOVE_STYLE["color"], 2, dash=True), "迁址：原址 → 新址"))
     note = f"<small>网格在 {MIN_ZOOM} 级以上按视野加载</small>" if viewport else ""
-    return legend("图例", rows, note + report_link(options))
+    return legend("图例", rows, MARKER_LEGEND + note + report_link(options))
 
 
 def overview_map(
@@ -102,6 +109,9 @@ def overview_map(
     layers["stalls"] = marker_layer(
         snapshot.stalls, crs, f"小蓝棚（{len(snapshot.stalls)}）"
     ).add_to(m)
+    moves = relocation_layer(snapshot.stalls, crs, "小蓝棚迁址")
+    if moves is not None:
+        layers["moves"] = moves.add_to(m)
     if viewport:
         url = f"{options.api_base}/maps/data/grids"
         ViewportLoader(grids, url, options.basemap.value, MIN_ZOOM, DEFAULT_LIMIT).add_to(m)
@@ -114,5 +124,7 @@ def overview_map(
         flyTo=False,
     ).add_to(m)
     folium.LayerControl(position="topright", collapsed=False).add_to(m)
-    HtmlControl(_legend(radius_m, viewport, options), "bottomleft", "gm-legend").add_to(m)
+    HtmlControl(
+        _legend(radius_m, viewport, moves is not None, options), "bottomleft", "gm-legend"
+    ).add_to(m)
     return m

@@ -9,7 +9,7 @@ import orjson
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry.base import BaseGeometry
 
 from geo_service.analysis.coverage import (
@@ -19,10 +19,12 @@ from geo_service.analysis.coverage import (
     compute_coverage,
     facility_indices,
 )
+from geo_service.analysis.gaps import DEFAULT_MIN_GAP_M2, MAX_MIN_GAP_M2, gap_pieces
+from geo_service.analysis.places import BESIDE_M
 from geo_service.analysis.siting import MAX_P, optimize_sites
 from geo_service.analysis.whatif import WhatIfResult, what_if
 from geo_service.core.crs import PointCRS, transform_geometry
-from geo_service.core.schema import Level, PointLayerName, Service
+from geo_service.core.schema import LEVELS, Level, PointLayerName, Service
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot
 from geo_service.web.deps import HeavyDep, PointDep, QueryPoint, SettingsDep, SnapshotDep
@@ -31,7 +33,7 @@ from geo_service.web.geojson import collection, feature, geometries_json
 from geo_service.web.jsonbody import JSONBodyRoute
 from geo_service.web.models import Feature, FeatureCollection
 from geo_service.web.params import (
-    ACTIVE_HELP,
+    INACTIVE_HELP,
     PRESET_HELP,
     RADIUS_HELP,
     SERVICE_HELP,
@@ -44,6 +46,12 @@ from geo_service.web.responses import GeoJSONResponse, JSONResponse
 
 router = APIRouter(
     prefix="/api/v1/coverage", tags=["coverage (planners)"], route_class=JSONBodyRoute
+)
+CODE_COLUMNS = ("grid_code", "community_code", "street_code", "district_code")
+INCLUDED_HELP = "Whether suspended and relocated facilities were counted (`include_inactive`)"
+MIN_AREA_HELP = (
+    f"Pieces smaller than this many m² are slivers, dropped and counted (default "
+    f"{DEFAULT_MIN_GAP_M2:,.0f} m², about 30 m × 30 m: overlay strips along grid edges); 0 keeps all"
 )
 
 
@@ -69,7 +77,7 @@ def header(q: CoverageQuery, snap: Snapshot) -> dict[str, Any]:
         "layer": q.layer,
         "radius_m": q.radius_m,
         "service": q.service,
-        "active_only": q.active_only,
+        "include_inactive": not q.active_only,
         "facilities": len(facility_indices(snap, q.layer, q.service, q.active_only)),
         "crs": f"EPSG:{snap.projection.epsg}",
     }
@@ -97,7 +105,7 @@ class CoverageResponse(BaseModel):
     radius_m: float
     by: str
     service: str | None
-    active_only: bool
+    include_inactive: bool = Field(description=INCLUDED_HELP)
     facilities: int = Field(description="Facilities that provide coverage")
     crs: str = Field(description="Metric CRS the areas were measured in")
     overall: Figures
@@ -105,9 +113,19 @@ class CoverageResponse(BaseModel):
 
 
 class GapProperties(BaseModel):
-    area_m2: float = Field(description="Area of the uncovered part, m²")
-    population: float = Field(description="Uncovered share of the population of its grids")
-    grids: int = Field(description="Grids the part touches")
+    gap_id: str = Field(description="G0001, G0002… in this answer's order (most people first)")
+    grid_code: str = Field(description="The one grid the piece lies in")
+    community_code: str
+    street_code: str
+    district_code: str
+    grid_name: str | None = None
+    community_name: str | None = None
+    street_name: str | None = None
+    area_m2: float = Field(description="Area of the piece, m² (metric CRS)")
+    population: float = Field(description="Its grid's population × area share (rounded to 0.1)")
+    nearest_m: float | None = Field(
+        description="Metres from the piece to the nearest counted facility (None when none)"
+    )
 
 
 class Gap(Feature):
@@ -119,10 +137,14 @@ class GapsResponse(FeatureCollection):
     layer: str
     radius_m: float
     service: str | None
-    active_only: bool
+    include_inactive: bool = Field(description=INCLUDED_HELP)
     facilities: int = Field(description="Facilities that provide coverage")
     crs: str = Field(description="Metric CRS the areas were measured in")
     overall: Figures
+    min_area_m2: float = Field(description="Pieces smaller than this were dropped as slivers")
+    dropped: int = Field(description="Slivers dropped (pieces below min_area_m2)")
+    dropped_area_m2: float = Field(description="Their total area, m²")
+    dropped_population: float = Field(description="Their total population")
 
 
 class WithinFacility(BaseModel):
@@ -158,10 +180,36 @@ class ChangedUnit(BaseModel):
     after: ChangedFigures
 
 
+class Landmark(BaseModel):
+    layer: str = Field(description="stalls or vendor_clusters")
+    code: str
+    name: str
+    distance_m: float = Field(description="Geodesic distance from the landmark to the site, m")
+    direction: str | None = Field(
+        description="Where the site lies seen from the landmark: 北, 东北, 东, 东南, 南, 西南, 西 "
+        f"or 西北 (None closer than {BESIDE_M:g} m)"
+    )
+
+
 class Site(BaseModel):
-    lon: float
-    lat: float
-    grid_code: str | None
+    lon: float = Field(description="WGS84 longitude, rounded to 6 decimals (about 0.1 m)")
+    lat: float = Field(description="WGS84 latitude, rounded to 6 decimals (about 0.1 m)")
+    grid_code: str | None = Field(description="Grid containing the site (None outside every grid)")
+    grid_name: str | None
+    community_code: str | None
+    community_name: str | None
+    street_code: str | None
+    street_name: str | None
+    district_code: str | None
+    district_name: str | None
+    landmark: Landmark | None = Field(
+        description="Nearest named stall or vendor cluster still in place (not retired or "
+        "relocated); the data's addresses are not used, they do not mark the point"
+    )
+    label: str = Field(
+        description="Chinese place label: street and grid, then direction and distance from the "
+        "landmark, e.g. 北关街道清源园社区第01网格，北关早市便民摊点群东北方向约 320 米"
+    )
 
 
 class WhatIfResponse(BaseModel):
@@ -169,6 +217,7 @@ class WhatIfResponse(BaseModel):
     radius_m: float
     by: str
     service: str | None
+    include_inactive: bool = Field(description=INCLUDED_HELP)
     before: Figures
     after: Figures
     gain: ChangedFigures = Field(description="after - before")
@@ -186,25 +235,44 @@ class ChosenSite(Site):
 class OptimizeResponse(WhatIfResponse):
     p: int
     sites: list[ChosenSite]
-    estimated_gain: float = Field(description="MCLP objective on the sampled demand")
-    candidates: int
-    demand_points: int
-    spacing_m: float
+    estimated_gain: float = Field(
+        description="The siting model's (MCLP) objective on the sampled demand points: each "
+        "point stands for a spacing_m × spacing_m cell and counts wholly in or out of a disc, so "
+        "it differs from the exact gain by a few percent. Used to choose the sites; quote "
+        "gain.covered_population, which is exact"
+    )
+    estimate_difference: float = Field(
+        description="(estimated_gain - gain.covered_population) / gain.covered_population"
+    )
+    note: dict[str, str] = Field(
+        description="Why two gains are reported, with this answer's numbers: zh and en"
+    )
+    candidates: int = Field(description="Candidate sites considered (after exclusions)")
+    demand_points: int = Field(description="Sampled demand points of the uncovered population")
+    spacing_m: float = Field(description="Spacing of the demand sampling lattice, m")
     solver: dict[str, str]
 
 
 class CoverageBody(BaseModel):
+    # An unknown field (a typo, the old `active_only`) is a 422 naming it, not ignored.
+    model_config = ConfigDict(extra="forbid")
+
     layer: PointLayerName
     radius_m: float | None = Field(None, description=RADIUS_HELP)
     preset: Preset | None = Field(None, description=PRESET_HELP)
     service: Service | None = Field(None, description=SERVICE_HELP)
-    active_only: bool = Field(False, description=ACTIVE_HELP)
+    include_inactive: bool = Field(False, description=INACTIVE_HELP)
     by: Level = Field(Level.grid, description="Level of the changed units reported")
     crs: PointCRS = Field(PointCRS.wgs84, description="CRS of every point in the body")
 
     def query(self, settings: Settings) -> CoverageQuery:
         return resolve(
-            self.layer, self.radius_m, self.preset, self.service, self.active_only, settings
+            self.layer,
+            self.radius_m,
+            self.preset,
+            self.service,
+            not self.include_inactive,
+            settings,
         )
 
 
@@ -260,29 +328,64 @@ def coverage_body(q: CoverageQuery, snap: Snapshot, by: Level) -> dict[str, Any]
     response_class=GeoJSONResponse,
     summary="Uncovered areas, with the population living in them",
 )
-async def gaps(q: CoverageQueryDep, snap: SnapshotDep, heavy: HeavyDep) -> GeoJSONResponse:
-    """Connected uncovered parts of the managed area, largest first; each with `area_m2`,
-    `population` (uncovered share of each grid's population) and `grids` (grids it touches)."""
-    return GeoJSONResponse(await heavy.run(gaps_body, q, snap))
+async def gaps(
+    q: CoverageQueryDep,
+    snap: SnapshotDep,
+    heavy: HeavyDep,
+    min_area_m2: Annotated[
+        float, Query(ge=0, le=MAX_MIN_GAP_M2, allow_inf_nan=False, description=MIN_AREA_HELP)
+    ] = DEFAULT_MIN_GAP_M2,
+) -> GeoJSONResponse:
+    """The uncovered part of each grid, split into connected pieces, most people first: each
+    lies in one grid (codes and names of its grid, community, street, district), with its
+    `area_m2`, `population` (the grid's population by area share) and `nearest_m` (metres to
+    the nearest counted facility). Pieces below `min_area_m2` are slivers: dropped, and
+    counted in `dropped`, `dropped_area_m2` and `dropped_population`."""
+    return GeoJSONResponse(await heavy.run(gaps_body, q, snap, min_area_m2))
 
 
-def gaps_body(q: CoverageQuery, snap: Snapshot) -> dict[str, Any]:
+def round_7(coords: Any) -> Any:
+    """Lon/lat to 7 decimals (about 1 cm), as the stored layers are."""
+    return coords.round(7)
+
+
+def gaps_body(q: CoverageQuery, snap: Snapshot, min_area_m2: float) -> dict[str, Any]:
     res = compute_coverage(snap, q.layer, q.radius_m, "grid", q.service, active_only=q.active_only)
-    frame = res.gaps
-    geoms = geometries_json(frame.geometry.to_numpy())
+    pieces = gap_pieces(snap, res.grid, min_area_m2)
+    frame = pieces.frame
+    keys = ["gap_id", *CODE_COLUMNS, *(c for c in frame.columns if c.endswith("_name"))]
+    text = zip(*(frame[k].to_numpy(dtype=object) for k in keys), strict=True)
     feats = [
         feature(
-            f"gap-{i + 1}",
-            g,
-            {"area_m2": round(float(a), 1), "population": round(float(p), 1), "grids": int(n)},
+            props[0],
+            geom,
+            {
+                **dict(zip(keys, props, strict=True)),
+                "area_m2": round(a, 1),
+                "population": round(p, 1),
+                "nearest_m": None if near != near else round(near, 1),  # NaN: no facility
+            },
         )
-        for i, (g, a, p, n) in enumerate(
-            zip(geoms, frame["area_m2"], frame["population"], frame["grids"], strict=True)
+        for props, geom, a, p, near in zip(
+            text,
+            geometries_json(shapely.transform(frame.geometry.to_numpy(), round_7)),
+            frame["area_m2"].tolist(),
+            frame["population"].tolist(),
+            frame["nearest_m"].tolist(),
+            strict=True,
         )
     ]
     body = collection(feats, len(feats))
     body.update(header(q, snap))
     body["overall"] = figures(res.overall)
+    body.update(
+        {
+            "min_area_m2": pieces.min_area_m2,
+            "dropped": pieces.dropped,
+            "dropped_area_m2": round(pieces.dropped_area_m2, 1),
+            "dropped_population": round(pieces.dropped_population, 1),
+        }
+    )
     return body
 
 
@@ -325,6 +428,32 @@ def check_body(q: CoverageQuery, point: QueryPoint, snap: Snapshot) -> dict[str,
     return body
 
 
+COORD_DECIMALS = 6  # about 0.1 m: finer digits are noise to a planner
+
+
+def site_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A what-if or suggested site: WGS84 position (6 decimals), units and place label."""
+    mark = None
+    if row["landmark_code"] is not None:
+        mark = {
+            "layer": row["landmark_layer"],
+            "code": row["landmark_code"],
+            "name": row["landmark_name"],
+            "distance_m": row["landmark_m"],
+            "direction": row["landmark_direction"],
+        }
+    units = {
+        f"{level}_{part}": row[f"{level}_{part}"] for level in LEVELS for part in ("code", "name")
+    }
+    return {
+        "lon": round(float(row["lon"]), COORD_DECIMALS),
+        "lat": round(float(row["lat"]), COORD_DECIMALS),
+        **units,
+        "landmark": mark,
+        "label": row["label"],
+    }
+
+
 def change_body(res: WhatIfResult) -> dict[str, Any]:
     keys = ("covered_m2", "area_ratio", "covered_population", "population_ratio")
 
@@ -349,15 +478,11 @@ def change_body(res: WhatIfResult) -> dict[str, Any]:
         "radius_m": res.radius_m,
         "by": res.by,
         "service": res.service,
+        "include_inactive": not res.active_only,
         "before": figures(res.before),
         "after": figures(res.after),
         "gain": {k: round(v, 6 if k.endswith("ratio") else 1) for k, v in res.gain.items()},
-        "added": [
-            {"lon": float(lo), "lat": float(la), "grid_code": g}
-            for lo, la, g in zip(
-                res.added["lon"], res.added["lat"], res.added["grid_code"], strict=True
-            )
-        ],
+        "added": [site_json(row) for row in res.added.to_dict("records")],
         "removed": list(res.removed),
         "grids_recomputed": len(res.grids),
         "units": units,
@@ -416,7 +541,9 @@ async def optimize(
 ) -> JSONResponse:
     """The `p` new sites that newly cover the most people (maximal covering location problem,
     PySAL spopt + CBC), chosen from `candidates` (default: every grid's centroid) outside the
-    `exclude` units and `exclude_area`; with the exact gain of all of them, and of each alone."""
+    `exclude` units and `exclude_area`; with the exact gain of all of them (`gain`, the figure
+    to quote), of each alone (`gain_alone`), and where each lies (units, `label`).
+    `estimated_gain` is the model's objective on sampled demand, a few percent off: `note`."""
     return JSONResponse(await heavy.run(optimize_body, body, snap, settings))
 
 
@@ -444,15 +571,15 @@ def optimize_body(body: OptimizeBody, snap: Snapshot, settings: Settings) -> dic
             "p": res.p,
             "sites": [
                 {
-                    "lon": float(r["lon"]),
-                    "lat": float(r["lat"]),
-                    "grid_code": r["grid_code"],
+                    **site_json(r),
                     "candidate": str(r["candidate"]),
                     "gain_alone": round(float(r["gain_alone"]), 1),
                 }
                 for r in res.sites.to_dict("records")
             ],
             "estimated_gain": round(res.estimated_gain, 1),
+            "estimate_difference": round(res.estimate_difference, 4),
+            "note": res.note(),
             "candidates": res.candidates,
             "demand_points": res.demand_points,
             "spacing_m": round(res.spacing_m, 1),

@@ -299,13 +299,10 @@ async def replace_layer(
         checked, result = await heavy.run(check_and_store, path, source)
     report = checked.to_dict()
     if result is None:
-        problems = [
-            {"field": p.field or "row", "message": str(p)} for p in checked.load.rejected[:100]
-        ]
         raise ApiError(
             422,
             f"{checked.errors} errors: nothing replaced (see report)",
-            extra={"errors": problems, "report": report},
+            extra={"errors": checked.error_items(), "report": report},
         )
     body = {
         "layer": layer.value,

@@ -138,14 +138,15 @@ async def coverage(
     ),
     basemap: BasemapQuery = None,
 ) -> HTMLResponse:
-    """Units coloured by the share of their population within ``radius_m`` of ``layer``,
-    the covered area and the gaps; with ``add``, the situation after adding those sites."""
+    """Units coloured by the share of their population within ``radius_m`` of ``layer``
+    (active facilities only unless ``include_inactive=true``), the covered area and the gap
+    pieces; with ``add``, the situation after adding those sites."""
     lon, lat = sites_of(parse_sites(add), crs, "add")
     declared: Declared = {"layer": q.layer, "radius_m": f"{q.radius_m:g}"}
     if q.service:
         declared["service"] = q.service
-    if q.active_only:
-        declared["active_only"] = "true"
+    if not q.active_only:
+        declared["include_inactive"] = "true"
     if by:
         declared["by"] = by.value
     if len(lon):  # the sites as converted to WGS84, so the link needs no crs

@@ -166,8 +166,8 @@ async def find_page(
         str | None, Query(description="Start from this stall (its page's 查找更多)")
     ] = None,
 ) -> Response:
-    """Nearest stalls to the phone's location, a tapped map point, a picked community, or the
-    point (and stall) a link starts from."""
+    """Nearest stalls to the phone's location, a tapped map point, a picked community, a place
+    found by name or pinyin (``/api/v1/search``), or the point (and stall) a link starts from."""
     start: dict[str, Any] | None = None
     j = snap.stalls.position.get((stall or "").strip().upper())
     if j is not None:
@@ -211,6 +211,7 @@ def _find_response(
         radius_text=radius_text(settings.find_max_distance_m),
         config={
             "api": request.scope.get("root_path", "") + "/api/v1/stalls/nearest",
+            "search": request.scope.get("root_path", "") + "/api/v1/search",
             "page": request.scope.get("root_path", "") + "/s/",
             "center": gcj((minx + maxx) / 2, (miny + maxy) / 2),
             "bounds": [gcj(minx, miny), gcj(maxx, maxy)],

@@ -152,21 +152,47 @@
 
   // --- point layers (stalls, vendor clusters, candidate sites) -----------------------------
   var SERVICE_GLYPH = { 修鞋: '鞋', 修车: '车', 修锁配钥匙: '锁' };
-  var STATUS = { active: '营业', suspended: '暂停', relocated: '已迁移', retired: '已撤销' };
+  var SERVICE_ORDER = ['修鞋', '修车', '修锁配钥匙'];
+
+  /* Every look a marker can have, and what the legend says of it: the markers are styled from
+     this table and the legend lists the entries the page draws (GeoMaps.markerLegend), so no
+     colour goes unexplained. Order = legend order. */
+  var MARKER_STYLES = [
+    ['stall', 'gm-stall', '修', '小蓝棚（正常营业）'],
+    ['stall-suspended', 'gm-stall gm-suspended', '修', '小蓝棚：暂停营业（灰色）'],
+    ['stall-relocated', 'gm-stall gm-relocated', '修', '小蓝棚：已迁址，此处为原址（虚线框）'],
+    ['stall-retired', 'gm-stall gm-retired', '修', '小蓝棚：已撤销'],
+    ['vendor', 'gm-vendor', '集', '便民摊点群（正常营业）'],
+    ['vendor-suspended', 'gm-vendor gm-suspended', '集', '便民摊点群：暂停营业（灰色）'],
+    ['vendor-relocated', 'gm-vendor gm-relocated', '集', '便民摊点群：已迁址（原址）'],
+    ['vendor-retired', 'gm-vendor gm-retired', '集', '便民摊点群：已撤销'],
+    ['candidate', 'gm-candidate', '＋', '候选点'],
+  ];
+  var STYLE = {};
+  MARKER_STYLES.forEach(function (s) { STYLE[s[0]] = { cls: s[1], text: s[2], label: s[3] }; });
+  var used = { styles: {}, glyphs: {}, clustered: false };
+
+  function styleKey(base, p) {
+    return p.status && p.status !== 'active' && STYLE[base + '-' + p.status] ? base + '-' + p.status : base;
+  }
 
   function stallIcon(p) {
     var glyph = (p.services || []).map(function (s) { return SERVICE_GLYPH[s] || '修'; }).join('');
-    var cls = 'gm-icon gm-stall' + (p.status && p.status !== 'active' ? ' gm-inactive' : '');
+    (p.services || []).forEach(function (s) { if (SERVICE_GLYPH[s]) used.glyphs[s] = true; });
+    var key = styleKey('stall', p);
+    used.styles[key] = true;
     var w = 14 + 13 * Math.max(glyph.length, 1);
-    return L.divIcon({ className: cls, html: esc(glyph || '修'), iconSize: [w, 24], iconAnchor: [w / 2, 12] });
+    return L.divIcon({ className: 'gm-icon ' + STYLE[key].cls, html: esc(glyph || '修'), iconSize: [w, 24], iconAnchor: [w / 2, 12] });
   }
 
   function clusterIcon(p) {
-    var cls = 'gm-icon gm-vendor' + (p.status && p.status !== 'active' ? ' gm-inactive' : '');
-    return L.divIcon({ className: cls, html: '集', iconSize: [26, 26], iconAnchor: [13, 13] });
+    var key = styleKey('vendor', p);
+    used.styles[key] = true;
+    return L.divIcon({ className: 'gm-icon ' + STYLE[key].cls, html: '集', iconSize: [26, 26], iconAnchor: [13, 13] });
   }
 
   function candidateIcon() {
+    used.styles.candidate = true;
     return L.divIcon({ className: 'gm-icon gm-candidate', html: '＋', iconSize: [26, 26], iconAnchor: [13, 13] });
   }
 
@@ -174,12 +200,22 @@
     return p.distance_m === undefined ? undefined : number(Math.round(p.distance_m)) + ' 米';
   }
 
+  // The server words the state (a relocated one says where it went); null means open for business.
+  function stateText(p) {
+    return p.status_text || '正常营业';
+  }
+
+  function stateNote(p) {
+    if (!p.status_text) return '';
+    return '<div class="gm-state gm-state-' + esc(p.status) + '">' + esc(p.status_text) + '</div>';
+  }
+
   function stallPopup(p) {
-    return '<div class="gm-popup"><b>' + esc(p.name) + '</b>' + table([
+    return '<div class="gm-popup"><b>' + esc(p.name) + '</b>' + stateNote(p) + table([
       ['电子编号', p.code],
       ['服务', (p.services || []).join('、')],
-      ['营业时间', p.hours],
-      ['状态', STATUS[p.status] || p.status],
+      ['营业时间', p.hours_text],
+      ['状态', stateText(p)],
       ['地址', p.address],
       ['摊主', p.operator],
       ['电话', tel(p.phone), true],
@@ -189,12 +225,12 @@
   }
 
   function clusterPopup(p) {
-    return '<div class="gm-popup"><b>' + esc(p.name) + '</b>' + table([
+    return '<div class="gm-popup"><b>' + esc(p.name) + '</b>' + stateNote(p) + table([
       ['编号', p.code],
       ['类型', p.kind],
-      ['营业时间', p.hours],
+      ['营业时间', p.hours_text],
       ['摊位数', p.pitches],
-      ['状态', STATUS[p.status] || p.status],
+      ['状态', stateText(p)],
       ['地址', p.address],
       ['管理', p.operator],
       ['所在网格', p.grid_code],
@@ -224,12 +260,122 @@
       columns.forEach(function (c, i) { p[c] = row[i]; });
       var m = L.marker([p.lat, p.lon], { icon: make[0](p), code: p.code, title: p.code + ' ' + (p.name || '') });
       m.bindPopup(function () { return make[1](p); }, { maxWidth: 320 });
-      m.bindTooltip(function () { return esc(p.code) + (p.name ? '<br>' + esc(p.name) : ''); });
+      m.bindTooltip(function () {
+        return esc(p.code) + (p.name ? '<br>' + esc(p.name) : '') +
+          (p.status_text ? '<br>' + esc(p.status_text) : '');
+      });
       GM.index[p.code] = { layer: m, group: group };
       return m;
     });
-    if (group.addLayers) group.addLayers(markers);
-    else markers.forEach(function (m) { group.addLayer(m); });
+    if (group.addLayers) {
+      used.clustered = used.clustered || rows.length > 0;
+      group.addLayers(markers);
+    } else {
+      markers.forEach(function (m) { group.addLayer(m); });
+    }
+    GM.markerLegend();
+  };
+
+  function legendRow(swatch, label) {
+    var row = document.createElement('div');
+    row.className = 'gm-row';
+    var text = document.createElement('span');
+    text.textContent = label;
+    row.appendChild(swatch);
+    row.appendChild(text);
+    return row;
+  }
+
+  function iconSwatch(cls, text) {
+    var s = document.createElement('span');
+    s.className = 'gm-icon gm-legend-icon ' + cls;
+    s.textContent = text;
+    return s;
+  }
+
+  /** The legend's marker rows: one per marker style drawn on the page (a style the legend
+   *  already shows, such as the coverage map's candidates, is not repeated), what the glyphs
+   *  mean, and the count bubbles of clustered markers. */
+  GM.markerLegend = function () {
+    var legends = document.querySelectorAll('.gm-legend');
+    Array.prototype.forEach.call(legends, function (legend) {
+      var box = legend.querySelector('.gm-marker-rows');
+      if (!box) {
+        box = document.createElement('div');
+        box.className = 'gm-marker-rows';
+        legend.appendChild(box);
+      }
+      box.textContent = '';
+      MARKER_STYLES.forEach(function (s) {
+        if (!used.styles[s[0]]) return;
+        var sel = '.gm-icon.' + s[1].split(' ').join('.');
+        var shown = Array.prototype.some.call(legend.querySelectorAll(sel), function (el) {
+          return !box.contains(el);
+        });
+        if (!shown) box.appendChild(legendRow(iconSwatch(s[1], s[2]), s[3]));
+      });
+      var glyphs = SERVICE_ORDER.filter(function (s) { return used.glyphs[s]; });
+      if (glyphs.length) {
+        var note = document.createElement('small');
+        note.className = 'gm-glyphs';
+        note.textContent = '小蓝棚上的字：' + glyphs.map(function (s) {
+          return SERVICE_GLYPH[s] + ' = ' + s;
+        }).join('，');
+        box.appendChild(note);
+      }
+      if (used.clustered) {
+        var bubble = document.createElement('span');
+        bubble.className = 'gm-legend-bubble';
+        bubble.textContent = '12';
+        box.appendChild(legendRow(bubble, '彩色圆圈：此处聚合的点数（绿 / 黄 / 橙：少 / 中 / 多），点击放大展开'));
+      }
+    });
+  };
+
+  /** The officer's card: the unit's open 随手拍 cases, read from the service when the page
+   *  opens (the page is cached; the cases change). Text only: no case field becomes HTML. */
+  GM.unitCases = function (url, caseHref) {
+    var count = document.querySelector('.gm-card .gm-cases-count');
+    var box = document.querySelector('.gm-card .gm-cases');
+    if (!count) return;
+    fetch(url, { headers: { Accept: 'application/json' } })
+      .then(function (r) {
+        if (!r.ok) throw new Error('HTTP ' + r.status);
+        return r.json();
+      })
+      .then(function (body) {
+        var c = body.cases || {};
+        count.textContent = '未结案件 ' + number(c.open) + ' 件' +
+          (c.open ? '，其中超期 ' + number(c.overdue) + ' 件' : '');
+        if (c.overdue) count.className = 'gm-cases-count gm-overdue';
+        var items = (c.items || []).slice(0, 5);
+        if (!box || !items.length) return;
+        var list = document.createElement('ul');
+        items.forEach(function (k) {
+          var li = document.createElement('li');
+          var a = document.createElement('a');
+          a.href = caseHref.replace('{id}', encodeURIComponent(k.id));
+          a.textContent = k.id;
+          li.appendChild(a);
+          var due = k.deadline ? '，期限 ' + String(k.deadline).slice(0, 16).replace('T', ' ') : '';
+          li.appendChild(document.createTextNode(' ' + (k.category || '') + ' · ' +
+            (k.status_text || k.status || '') + due));
+          if (k.overdue) {
+            var late = document.createElement('b');
+            late.className = 'gm-overdue';
+            late.textContent = ' 超期';
+            li.appendChild(late);
+          }
+          list.appendChild(li);
+        });
+        box.appendChild(list);
+        if (c.open > items.length) {
+          var more = document.createElement('small');
+          more.textContent = '按期限排列，显示前 ' + items.length + ' 件';
+          box.appendChild(more);
+        }
+      })
+      .catch(function () { count.textContent = '案件暂时无法读取'; });
   };
 
   // --- controls --------------------------------------------------------------------------
@@ -245,6 +391,7 @@
     });
     var ctl = new Ctl({ position: position });
     ctl.addTo(map);
+    if (/\bgm-legend\b/.test(className || '')) GM.markerLegend();
     return ctl;
   };
 

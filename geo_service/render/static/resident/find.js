@@ -1,8 +1,9 @@
 /* /find: nearest stalls to the phone's location (browser geolocation is WGS84), a tapped map
-   point (GCJ-02, as Amap tiles are drawn), a picked community or the point a link starts from
-   (a stall page's 查找更多). The list is the page; the map is an extra that may lack tiles, so
-   it also draws every active stall as a grey dot. Only stalls within cfg.max_distance_m are
-   listed: beyond that a walk is no longer "nearby". */
+   point (GCJ-02, as Amap tiles are drawn), a picked community, a place found by name or pinyin
+   (the service's /api/v1/search: communities, grids, streets, stalls, vendor clusters; WGS84
+   points) or the point a link starts from (a stall page's 查找更多). The list is the page; the
+   map is an extra that may lack tiles, so it also draws every active stall as a grey dot. Only
+   stalls within cfg.max_distance_m are listed: beyond that a walk is no longer "nearby". */
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("find-config").textContent);
@@ -51,6 +52,7 @@
   }
 
   function setPoint(lon, lat, crs, label) {
+    $("place-hits").hidden = true;  // a tap or a community replaces a search left open
     state.point = { lon: lon, lat: lat, crs: crs };
     state.label = label;
     search();
@@ -118,7 +120,7 @@
   }
 
   function locate(asked) {
-    if (!navigator.geolocation) { say("此浏览器不能定位：请在地图上点选您的位置，或选择社区。", true); return; }
+    if (!navigator.geolocation) { say("此浏览器不能定位：请在地图上点选您的位置，或搜索地点、选择社区。", true); return; }
     say("正在获取您的位置…");
     navigator.geolocation.getCurrentPosition(
       function (pos) {
@@ -129,14 +131,68 @@
       function (err) {
         if (state.point && asked !== true) return;  // a tap or a community came first: keep it
         say((err.code === 1 ? "您未允许获取位置" : "暂时无法定位") +
-            "：请在地图上点选您的位置，或选择社区。", true);
+            "：请在地图上点选您的位置，或搜索地点、选择社区。", true);
         summary.className = "where";
-        summary.textContent = "还没有位置：点一下地图上您所在的地方（灰点是各修理点），或在上方选择社区，" +
+        summary.textContent = "还没有位置：点一下地图上您所在的地方（灰点是各修理点），或在上方搜索地点、选择社区，" +
           "这里就会列出" + cfg.radius_text + "内最近的修理点。";
       },
       { enableHighAccuracy: true, timeout: 10000, maximumAge: 60000 }
     );
   }
+
+  // --- a place by name or pinyin ----------------------------------------------------------
+  var KIND = { street: "街道", community: "社区", grid: "网格", stall: "修理点", vendor_cluster: "便民摊点群" };
+  var placeSeq = 0;
+
+  function placeMessage(text) {
+    var m = $("place-msg");
+    m.textContent = text;
+    m.hidden = !text;
+  }
+
+  function pickPlace(hit) {
+    $("place-hits").hidden = true;
+    $("place-hits").textContent = "";
+    $("community").value = "";
+    var label = hit.kind === "stall" ? hit.name + "（" + hit.code + "）" : hit.name;
+    say("已选择地点：" + label);
+    setPoint(hit.lon, hit.lat, "wgs84", label);
+  }
+
+  function showPlaces(q, body) {
+    var list = $("place-hits");
+    list.textContent = "";
+    var hits = body.results || [];
+    if (!hits.length) {
+      list.hidden = true;
+      placeMessage("没有找到“" + q + "”：可以换个名称，或用拼音首字母（如 blxc）。");
+      return;
+    }
+    placeMessage(body.total > hits.length ? "找到 " + body.total + " 处，列出最相关的 " + hits.length + " 处：" : "");
+    hits.forEach(function (hit) {
+      var li = el("li"), b = el("button", "hit");
+      b.type = "button";
+      b.setAttribute("data-kind", hit.kind);
+      b.setAttribute("data-code", hit.code);
+      b.appendChild(el("span", "name", hit.name));
+      b.appendChild(el("span", "meta", (KIND[hit.kind] || "") + " · " + hit.code));
+      b.addEventListener("click", function () { pickPlace(hit); });
+      li.appendChild(b);
+      list.appendChild(li);
+    });
+    list.hidden = false;
+  }
+
+  $("place-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var q = $("place-q").value.trim().slice(0, 50), my = ++placeSeq;
+    if (!q) { placeMessage("请输入地点名称、拼音或编号。"); return; }
+    placeMessage("正在搜索…");
+    fetch(cfg.search + "?limit=8&q=" + encodeURIComponent(q), { headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (body) { if (my === placeSeq) showPlaces(q, body); })
+      .catch(function () { if (my === placeSeq) placeMessage("搜索暂时不可用：请在地图上点选位置，或选择社区。"); });
+  });
 
   $("community").addEventListener("change", function () {
     var o = this.options[this.selectedIndex];
