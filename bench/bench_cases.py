@@ -27,7 +27,6 @@ import argparse
 import io
 import itertools
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -49,7 +48,7 @@ from PIL import Image
 from bench.bench_locate import Server
 from bench.bench_serving import SERVE, percentiles
 from bench.city import OUT
-from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.results import begin, command, markdown_table, print_table, stamp, write_section
 from bench.timing import best_of
 from geo_service.analysis.casestats import STATUS_COLUMNS, case_frame, case_stats
 from geo_service.core.cases import (
@@ -767,10 +766,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-stats", action="store_true")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
+    argv, host, started = begin(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    host = machine()
-    started = time.perf_counter()
     pg_url = os.environ.get("GEO_SERVICE_TEST_DATABASE_URL")
     snap = load_snapshot(Settings(data_dir=ROOT / "data", database_url=None))
     filing_rows: list[list[str]] = []

@@ -39,7 +39,6 @@ import numpy as np
 import psycopg
 import shapely
 
-from bench.bench_locate import free_port
 from bench.results import machine, write_section
 from bench.timing import best_of
 from geo_service.analysis import coverage
@@ -51,6 +50,7 @@ from geo_service.core.snapshot import Snapshot
 from geo_service.storage.dataset import load_dataset
 from geo_service.storage.synth import write_city
 from tests.coverage_ref import load_snapshot, reference_coverage, reference_gap_pieces
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

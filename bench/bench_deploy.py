@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.timing import cpu_seconds
 from deploy.drill import read_paths
 from deploy.loopback import REPO, Loopback, Unit, free_ports, nginx_binary
 
@@ -68,19 +69,6 @@ class Round:
     p99_ms: float
     cpu_us: float  # server CPU per request
     errors: str
-
-
-def cpu_seconds(sessions: set[int]) -> float:
-    """User + system CPU of every process in these sessions (Linux /proc)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) in sessions:  # field 6 of proc(5): the session id
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def locate_paths(bounds: list[float], n: int, seed: int = 7) -> list[str]:

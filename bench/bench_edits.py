@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.results import write_section
+from bench.timing import get_latencies
 from geo_service.core.principal import Role
 from geo_service.storage.base import Backend
 from geo_service.storage.files import FilesBackend
@@ -46,11 +47,7 @@ def bench_backend(backend: Backend, env: dict[str, str], name: str) -> list[str]
         service(env) as b,
         httpx.Client(timeout=60, headers={"X-API-Key": key}) as http,
     ):
-        reads = []
-        for _ in range(200):
-            t = time.perf_counter()
-            http.get(f"{a}/api/v1/stalls/{stall}").raise_for_status()
-            reads.append(time.perf_counter() - t)
+        reads = get_latencies(http, f"{a}/api/v1/stalls/{stall}", 200)
 
         edits, spread = [], []
         version = 1

@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,16 +44,16 @@ from rtree import index as rtree_index
 from shapely import STRtree
 
 from bench import bare_app
-from bench.city import OUT, city_dir
+from bench.city import OUT, load_city
 from bench.results import command, machine, markdown_table, print_table, stamp, write_section
-from bench.timing import best_of
+from bench.timing import best_of, cpu_seconds
 from geo_service.core.crs import MetricProjection
 from geo_service.core.index import CELLS_PER_GRID, MAX_CELLS, PolygonIndex
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import Snapshot, SnapshotStore
-from geo_service.storage.dataset import load_dataset
 from geo_service.storage.synth import synth_grids
 from geo_service.web.app import create_app
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Grid locate (issue 2)"
@@ -421,12 +420,6 @@ def bench_single(
 # --- HTTP under load --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A uvicorn server with 2 workers in its own process group, stopped on exit."""
 
@@ -495,15 +488,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """User + system CPU of the server's processes (its session): robust to other load."""
         assert self.proc is not None
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == self.proc.pid:  # session id (field 6 of proc(5))
-                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-        return total / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds({self.proc.pid})  # its own session: uvicorn and its workers
 
 
 def wrk_script(paths: list[str], out: Path) -> Path:
@@ -701,10 +686,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     host = machine()
-    data_dir = city_dir(args.grids)
-    t0 = time.perf_counter()
-    snap = load_dataset(data_dir, name="synthetic")
-    say(f"{len(snap.grids):,} grids from {data_dir} loaded in {time.perf_counter() - t0:.1f} s")
+    data_dir, snap = load_city(args.grids, say)
     lon, lat = random_points(snap, args.points, seed=20240502)
 
     snap.grids.index.cell_table()  # built on the first large locate: not timed as a locate
@@ -1029,10 +1011,7 @@ def bench_cells_big(n_grids: int, n_points: int) -> list[Row]:
 def cells_main(args: Any, argv: list[str]) -> None:
     started = time.perf_counter()
     host = machine()
-    data_dir = city_dir(args.grids)
-    t0 = time.perf_counter()
-    snap = load_dataset(data_dir, name="synthetic")
-    say(f"{len(snap.grids):,} grids from {data_dir} loaded in {time.perf_counter() - t0:.1f} s")
+    data_dir, snap = load_city(args.grids, say)
     lon, lat = random_points(snap, args.points, seed=20240502)
     rows = bench_cells_bulk(snap, lon, lat, args)
     rows += bench_cells_single(snap, lon, lat, args)  # after the bulk part built the table

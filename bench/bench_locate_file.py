@@ -15,7 +15,6 @@ Run: ``python -m bench.bench_locate_file`` (``--help`` for sizes).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import shapely
 
-from bench.city import OUT, city_dir
-from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.city import OUT, load_city
+from bench.results import begin, command, markdown_table, print_table, stamp, write_section
 from geo_service.analysis.locatefile import LocateOptions, LocateSummary, locate_file
 from geo_service.core.snapshot import Snapshot
-from geo_service.storage.dataset import load_dataset
+from tests.services import dask_cluster
 
 MARGIN = 0.05
 
@@ -87,13 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    started = time.perf_counter()
-    host = machine()
-    data_dir = city_dir(args.grids)
-    t0 = time.perf_counter()
-    snap = load_dataset(data_dir, name="synthetic")
-    say(f"{len(snap.grids):,} grids loaded in {time.perf_counter() - t0:.1f} s")
+    argv, host, started = begin(argv)
+    data_dir, snap = load_city(args.grids, say)
     t_build = time.perf_counter()
     snap.grids.index.cell_table()
     t_build = time.perf_counter() - t_build
@@ -199,17 +193,8 @@ def dask_rows(
     args: Any,
     base: dict[str, float],
 ) -> list[list[str]]:
-    from distributed import LocalCluster
-
     rows = []
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    ) as cluster:
+    with dask_cluster() as cluster:
         for label, src in (("CSV → Parquet", csv), ("GeoParquet → GeoParquet", parquet)):
             out = folder / f"out_{src.suffix[1:]}_dask.parquet"
             opts = LocateOptions(batch_rows=args.batch_rows, scheduler=cluster.scheduler_address)

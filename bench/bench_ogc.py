@@ -34,10 +34,10 @@ import geopandas as gpd
 import httpx
 import pyogrio
 
-from bench.bench_locate import free_port
 from bench.city import city_dir
-from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.results import begin, command, markdown_table, print_table, stamp, write_section
 from bench.timing import best_of
+from tests.services import child_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "data"
@@ -55,12 +55,12 @@ def serve(data_dir: Path, log: Path) -> Iterator[str]:
     """`geo-service serve --workers 2` on ``data_dir`` in its own session; yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEO_SERVICE_")}
-    env.update(
-        GEO_SERVICE_DATA_DIR=str(data_dir),
-        GEO_SERVICE_DATABASE_URL="",
-        GEO_SERVICE_RATE_LIMIT_ENABLED="false",  # one client makes every request
-        GEO_SERVICE_PUBLIC_BASE_URL=base,
+    env = child_env(  # no rate limit: one client makes every request
+        {
+            "GEO_SERVICE_DATA_DIR": str(data_dir),
+            "GEO_SERVICE_DATABASE_URL": "",
+            "GEO_SERVICE_PUBLIC_BASE_URL": base,
+        }
     )
     argv = [sys.executable, "-m", "geo_service.cli", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "2"]  # fmt: skip
@@ -169,10 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
+    argv, host, started = begin(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    host = machine()
-    started = time.perf_counter()
     datasets = [("bundled data", DEFAULT_DATA)]
     if args.grids:
         datasets.append((f"{args.grids:,}-grid city", city_dir(args.grids)))

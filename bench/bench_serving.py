@@ -33,7 +33,7 @@ import orjson
 
 from bench.bench_locate import OUT, Server, load, random_points, say
 from bench.city import city_dir
-from bench.results import command, machine, markdown_table, print_table, stamp, write_section
+from bench.results import begin, command, markdown_table, print_table, stamp, write_section
 from geo_service.core.settings import Settings
 from geo_service.runtime import load_snapshot
 
@@ -203,10 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
+    argv, host, started = begin(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    host = machine()
-    started = time.perf_counter()
     data_dir = city_dir(args.grids) if args.grids else DEFAULT_DATA
     snap = load_snapshot(Settings(data_dir=data_dir, database_url=None))
     lon, lat = random_points(snap, 5_000, seed=11)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,10 +28,11 @@ from pathlib import Path
 import httpx
 
 from bench.results import command, machine, stamp, write_section
+from bench.timing import get_latencies
 from geo_service.core.principal import Role
 from geo_service.storage.files import FilesBackend
 from tests.keys import key_for
-from tests.services import child_env, free_port
+from tests.services import child_env, free_port, serve_command, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "province"
@@ -82,8 +82,7 @@ def serve_once(data: Path, workers: int, cold: bool) -> Run:
     with tempfile.NamedTemporaryFile(prefix="serve-", suffix=".log") as log:
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "geo_service.cli", "serve", "--workers", str(workers),
-             "--host", "127.0.0.1", "--port", str(port)],
+            serve_command(port, workers),
             cwd=ROOT, env=child_env({"GEO_SERVICE_DATA_DIR": str(data)}),
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
@@ -115,12 +114,7 @@ def serve_once(data: Path, workers: int, cold: bool) -> Run:
             restarts = text.count("Booting worker") - workers if workers > 1 else 0
             return Run(workers, cold, ready, all_ready, memory, restarts)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 30)
 
 
 @contextmanager
@@ -130,29 +124,13 @@ def instance(data: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     env = child_env({"GEO_SERVICE_DATA_DIR": str(data), "GEO_SERVICE_RELOAD_POLL_S": "0.05"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geo_service.cli", "serve", "--workers", "1", "--host",
-         "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        serve_command(port, 1), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > TIMEOUT_S:
-                raise RuntimeError("serve did not become ready")
-            time.sleep(0.1)
-        yield url
+        yield wait_ready(proc, url, TIMEOUT_S)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
 
 
 def edit_latencies(data: Path, n: int) -> list[str]:
@@ -164,11 +142,7 @@ def edit_latencies(data: Path, n: int) -> list[str]:
         instance(data) as b,
         httpx.Client(timeout=600, headers={"X-API-Key": key}) as http,
     ):
-        reads = []
-        for _ in range(50):
-            t = time.perf_counter()
-            http.get(f"{b}/api/v1/grids/locate?lon=119.1&lat=36.7").raise_for_status()
-            reads.append(time.perf_counter() - t)
+        reads = get_latencies(http, f"{b}/api/v1/grids/locate?lon=119.1&lat=36.7", 50)
         plan = [("stalls", "hours", n), ("vendor-clusters", "hours", n), ("grids", "population", 1)]
         for route, field, count in plan:
             layer = route.replace("-", "_")

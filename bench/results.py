@@ -10,6 +10,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def machine() -> str:
         f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, load average before the run {load}"
     )
+
+
+def begin(argv: list[str] | None) -> tuple[list[str], str, float]:
+    """What a run's section records: its arguments as given (``main(argv)`` or the command
+    line), the machine before it starts, and when it started (``time.perf_counter``)."""
+    return (sys.argv[1:] if argv is None else argv), machine(), time.perf_counter()
 
 
 def command(module: str, argv: list[str]) -> str:

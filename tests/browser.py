@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from playwright.sync_api import Browser, sync_playwright
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -32,3 +36,12 @@ def blank_tile() -> bytes:
 
 
 TILE = blank_tile()
+
+
+@contextmanager
+def chromium(executable_path: str) -> Iterator[Browser]:
+    """Headless Chromium launched with ``CHROMIUM_ARGS``; closed, with playwright, at the end."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable_path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -64,17 +64,12 @@ def server(env: dict[str, str], timeout_s: float = 60.0, workers: int = 1) -> It
             cmd, cwd=REPO, env=child_env(env), stdout=subprocess.DEVNULL, stderr=log
         )
         try:
-            url = _ready(proc, log, f"http://127.0.0.1:{port}", timeout_s)
+            url = wait_ready(proc, f"http://127.0.0.1:{port}", timeout_s, log)
             if workers > 1:
                 _workers_ready(proc, workers, timeout_s)
             yield Server(url, port, proc)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 10)
 
 
 def worker_pids(proc: subprocess.Popen[bytes]) -> set[int]:
@@ -121,12 +116,34 @@ def _workers_ready(proc: subprocess.Popen[bytes], workers: int, timeout_s: float
         time.sleep(0.1)
 
 
-def _ready(proc: subprocess.Popen[bytes], log: IO[bytes], url: str, timeout_s: float) -> str:
+def serve_command(port: int, workers: int) -> list[str]:
+    """``geo-service serve`` on a loopback port, as this interpreter runs it."""
+    return [sys.executable, "-m", "geo_service.cli", "serve", "--workers", str(workers),
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM (a graceful shutdown); killed if it has not exited within ``timeout_s``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], url: str, timeout_s: float, log: IO[bytes] | None = None
+) -> str:
+    """``url`` once its /readyz answers 200; an error (with the end of ``log``) if the
+    process exits or ``timeout_s`` passes first."""
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            log.seek(0)
-            err = log.read().decode(errors="replace")
+            err = ""
+            if log is not None:
+                log.seek(0)
+                err = log.read().decode(errors="replace")
             raise RuntimeError(f"service exited with {proc.returncode}: {err[-2000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
@@ -136,6 +153,21 @@ def _ready(proc: subprocess.Popen[bytes], log: IO[bytes], url: str, timeout_s: f
         if time.monotonic() > deadline:
             raise RuntimeError("service did not become ready")
         time.sleep(0.1)
+
+
+def dask_cluster() -> Any:
+    """A Dask cluster of two single-threaded worker processes on loopback, no dashboards
+    (a ``distributed.LocalCluster``: use it with ``with``)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
 
 
 @contextmanager

@@ -10,10 +10,8 @@ broken reload would reach on a loaded machine; how fast it arrives is measured b
 from __future__ import annotations
 
 import json
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,7 @@ from geo_service.web.app import create_app
 from tests import rawdata
 from tests.backends import reset_postgis
 from tests.keys import key_for
-from tests.services import REPO, child_env, free_port, service
+from tests.services import REPO, child_env, free_port, serve_command, service, stop
 
 CEILING_S = 30.0  # "eventually": a lost change, not a slow one, fails the test
 
@@ -187,8 +185,7 @@ def test_serve_with_two_workers_loads_once_and_starts_every_worker(tmp_path: Pat
     write_city(data, 400, 5, 5)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "geo_service.cli", "serve", "--workers", "2", "--host",
-           "127.0.0.1", "--port", str(port)]  # fmt: skip
+    cmd = serve_command(port, 2)
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -207,12 +204,7 @@ def test_serve_with_two_workers_loads_once_and_starts_every_worker(tmp_path: Pat
         text = log_path.read_text()
         assert text.count("Booting worker") == 2 and "died" not in text, text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 15)
 
 
 def test_a_preloaded_snapshot_is_served_and_followed(

@@ -35,6 +35,7 @@ from geo_service.core.schema import LayerName
 from geo_service.core.snapshot import Snapshot, build_snapshot
 from tests import rawdata
 from tests.pgref import load_table
+from tests.services import dask_cluster
 
 BATCH = 1_000  # rows per partition: the files below hold 3 to 4 of them
 
@@ -219,19 +220,10 @@ def test_other_crs_columns_and_encodings(
 def test_dask_cluster_gives_the_in_process_result(
     snap: Snapshot, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    from distributed import LocalCluster
-
     here = tmp_path / "here.parquet"
     locate_file(snap, files["parquet"], here, LocateOptions(batch_rows=BATCH, workers=1))
     there = tmp_path / "there.parquet"
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    ) as cluster:
+    with dask_cluster() as cluster:
         summary = locate_file(
             snap,
             files["parquet"],

@@ -23,12 +23,12 @@ import httpx
 import pyproj
 import pytest
 import shapely
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from geo_service.core.settings import Settings
 from geo_service.web.app import create_app
 from tests import rawdata
-from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
+from tests.browser import TILE, TILE_HOSTS, chromium
 from tests.services import app_in_thread
 
 pytestmark = pytest.mark.browser
@@ -111,10 +111,8 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    with chromium(chromium_path) as b:
         yield b
-        b.close()
 
 
 def open_page(browser: Browser, url: str) -> tuple[Page, list[str]]:

@@ -21,7 +21,7 @@ import prcoords
 import pytest
 import shapely
 import uvicorn
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 from typer.testing import CliRunner
 
 import geo_service.render.maps.overview as overview_module
@@ -33,7 +33,7 @@ from geo_service.storage.dataset import load_dataset
 from geo_service.storage.synth import write_city
 from geo_service.web.app import create_app
 from tests import rawdata
-from tests.browser import CHROMIUM_ARGS, TILE, TILE_HOSTS
+from tests.browser import TILE, TILE_HOSTS, chromium
 
 pytestmark = pytest.mark.browser
 
@@ -81,10 +81,8 @@ def base_url(serve: Any, snapshot: Snapshot) -> str:
 
 @pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    with chromium(chromium_path) as b:
         yield b
-        b.close()
 
 
 @dataclass

@@ -102,6 +102,16 @@ POLYGONS = "geometry-polygon-or-multipolygon"
 POINTS = "geometry-point"
 UNIT_NOTE = "边界由所辖网格合并而成（与网格边界严格一致），人口、户数为所辖网格之和，面积按 CGCS2000 高斯-克吕格投影计算。"
 
+
+def _unit_spec(cid: str, title: str, kind: str, parents: tuple[Queryable, ...]) -> CollectionSpec:
+    """A unit above the grid (community, street, district): its code and name, the codes and
+    names of the units it lies in, and the sizes summed from its grids."""
+    queryables = (_q("code", f"{title}编码"), _q("name", f"{title}名称"), *parents, *SIZES)
+    return CollectionSpec(
+        cid, title, f"{kind}：" + UNIT_NOTE, POLYGONS, queryables, item_title=title
+    )
+
+
 SPECS: tuple[CollectionSpec, ...] = (
     CollectionSpec(
         "grids",
@@ -122,30 +132,9 @@ SPECS: tuple[CollectionSpec, ...] = (
         ),
         item_title="网格",
     ),
-    CollectionSpec(
-        "communities",
-        "社区",
-        "社区（居委会）：" + UNIT_NOTE,
-        POLYGONS,
-        (_q("code", "社区编码"), _q("name", "社区名称"), *CODE_NAMES[2:], *SIZES),
-        item_title="社区",
-    ),
-    CollectionSpec(
-        "streets",
-        "街道",
-        "街道（乡镇）：" + UNIT_NOTE,
-        POLYGONS,
-        (_q("code", "街道编码"), _q("name", "街道名称"), *CODE_NAMES[4:], *SIZES),
-        item_title="街道",
-    ),
-    CollectionSpec(
-        "districts",
-        "区",
-        "区（县、市）：" + UNIT_NOTE,
-        POLYGONS,
-        (_q("code", "区编码"), _q("name", "区名称"), *SIZES),
-        item_title="区",
-    ),
+    _unit_spec("communities", "社区", "社区（居委会）", CODE_NAMES[2:]),
+    _unit_spec("streets", "街道", "街道（乡镇）", CODE_NAMES[4:]),
+    _unit_spec("districts", "区", "区（县、市）", ()),
     CollectionSpec(
         "stalls",
         "小蓝棚便民修理点",

@@ -260,11 +260,7 @@ class MaskEvaluator(Evaluator):
 
     @handle(ast.Arithmetic, subclasses=True)
     def arithmetic(self, node: ast.Arithmetic, lhs: Any, rhs: Any) -> Operand:
-        a, b = _operand(lhs), _operand(rhs)
-        if a.kind is not Kind.number or b.kind is not Kind.number:
-            raise OGCRequestError(
-                f"{node.op.value} needs numbers, not {a.label} and {b.label}", "filter"
-            )
+        a, b = _operands(lhs, rhs, Kind.number, f"{node.op.value} needs numbers")
         with np.errstate(divide="ignore", invalid="ignore"):
             value = _ARITHMETIC[type(node)](a.value, b.value)
         if isinstance(value, pd.Series):  # x / 0 is no number: unknown, as in SQL
@@ -395,11 +391,7 @@ class MaskEvaluator(Evaluator):
 
     @handle(ast.SpatialComparisonPredicate, subclasses=True)
     def spatial(self, node: ast.SpatialComparisonPredicate, lhs: Any, rhs: Any) -> Mask:
-        a, b = _operand(lhs), _operand(rhs)
-        if a.kind is not Kind.geometry or b.kind is not Kind.geometry:
-            raise OGCRequestError(
-                f"{node.op.name} compares geometries, not {a.label} and {b.label}", "filter"
-            )
+        a, b = _operands(lhs, rhs, Kind.geometry, f"{node.op.name} compares geometries")
         for literal in (a, b):
             if not literal.per_feature:
                 shapely.prepare(literal.value)
@@ -434,6 +426,14 @@ def _operand(value: Any) -> Operand:
     if not isinstance(value, Operand):
         raise OGCRequestError(f"expected a value, got a condition ({_label(value)})", "filter")
     return value
+
+
+def _operands(lhs: Any, rhs: Any, kind: Kind, needs: str) -> tuple[Operand, Operand]:
+    """Both sides of an operator that takes two values of one kind; else a 400 naming them."""
+    a, b = _operand(lhs), _operand(rhs)
+    if a.kind is not kind or b.kind is not kind:
+        raise OGCRequestError(f"{needs}, not {a.label} and {b.label}", "filter")
+    return a, b
 
 
 def _label(value: Any) -> str:

@@ -97,12 +97,21 @@ async def send_export(
     return TempFileResponse(exported, folder)
 
 
-@router.get(
-    "/api/v1/layers/{layer}",
-    summary="A whole layer as a file for desktop GIS",
-    response_class=FileResponse,
-    responses=FILE_RESPONSES,
-)
+COVERAGE = "coverage (planners)"
+
+
+def _file_route(path: str, summary: str, *tags: str) -> Callable[[Any], Any]:
+    """A GET that answers a file (:func:`send_export`), documented as every format's file."""
+    return router.get(
+        path,
+        summary=summary,
+        response_class=FileResponse,
+        responses=FILE_RESPONSES,
+        tags=list(tags) or None,
+    )
+
+
+@_file_route("/api/v1/layers/{layer}", "A whole layer as a file for desktop GIS")
 async def layer_file(
     snap: SnapshotDep,
     heavy: HeavyDep,
@@ -126,13 +135,7 @@ async def layer_file(
     return await send_export(heavy, lambda: layer_export(snap, name), fmt, epsg)
 
 
-@router.get(
-    "/api/v1/coverage/units",
-    summary="Coverage of each unit as a file for desktop GIS",
-    response_class=FileResponse,
-    responses=FILE_RESPONSES,
-    tags=["coverage (planners)"],
-)
+@_file_route("/api/v1/coverage/units", "Coverage of each unit as a file for desktop GIS", COVERAGE)
 async def coverage_units_file(
     q: CoverageQueryDep,
     snap: SnapshotDep,
@@ -153,12 +156,10 @@ async def coverage_units_file(
     return await send_export(heavy, build, fmt, epsg)
 
 
-@router.get(
+@_file_route(
     "/api/v1/coverage/gap-pieces",
-    summary="Uncovered pieces of each grid as a file for desktop GIS",
-    response_class=FileResponse,
-    responses=FILE_RESPONSES,
-    tags=["coverage (planners)"],
+    "Uncovered pieces of each grid as a file for desktop GIS",
+    COVERAGE,
 )
 async def gap_pieces_file(
     q: CoverageQueryDep,

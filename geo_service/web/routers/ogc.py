@@ -56,6 +56,17 @@ COLLECTION_ID = Path(
     description="Collection: " + ", ".join(f"{s.id} ({s.title})" for s in SPECS),
     examples=["grids"],
 )
+CollectionId = Annotated[str, COLLECTION_ID]
+# Features: GeoJSON in the CRS the Content-Crs header names, or a Chinese page with ``f=html``.
+FEATURES_OR_PAGE: dict[str, Any] = {
+    "response_class": GeoJSONResponse,
+    "responses": {200: {**HTML_TOO, "headers": CONTENT_CRS}, **BAD},
+}
+# A resource that answers JSON, or a Chinese page with ``f=html``, and takes no other parameter.
+PAGE_OR_JSON: dict[str, Any] = {
+    "responses": {200: HTML_TOO, **BAD},
+    "openapi_extra": {"parameters": FORMAT_PARAMETERS},
+}
 FEATURE_ID = Path(description="The feature's code (a case's number)", examples=["370702001001001"])
 
 
@@ -125,6 +136,10 @@ def _page(
     return TEMPLATES.TemplateResponse(request, "ogc.html", ctx, headers=headers)
 
 
+def _content_crs(crs: ServedCRS) -> dict[str, str]:
+    return {"Content-Crs": f"<{crs.uri}>"}
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -149,8 +164,7 @@ def _table(request: Request, snap: Snapshot, cid: str) -> Callable[[], FeatureTa
     "",
     response_model=OGCLandingPage,
     summary="Landing page: links to the API definition, conformance and the collections",
-    responses={200: HTML_TOO, **BAD},
-    openapi_extra={"parameters": FORMAT_PARAMETERS},
+    **PAGE_OR_JSON,
 )
 async def landing(request: Request, snap: SnapshotDep, settings: SettingsDep) -> Response:
     """What QGIS, ArcGIS Pro and GDAL open first (`OAPIF:http://HOST/ogc`): `service-desc`
@@ -164,8 +178,7 @@ async def landing(request: Request, snap: SnapshotDep, settings: SettingsDep) ->
     "/conformance",
     response_model=OGCConformance,
     summary="The conformance classes this API implements",
-    responses={200: HTML_TOO, **BAD},
-    openapi_extra={"parameters": FORMAT_PARAMETERS},
+    **PAGE_OR_JSON,
 )
 async def conformance(request: Request, snap: SnapshotDep, settings: SettingsDep) -> Response:
     html = _format_only(request, "conformance")
@@ -183,8 +196,7 @@ def _collection_doc(
     "/collections",
     response_model=OGCCollections,
     summary="The collections (layers): grids, units, stalls, vendor clusters, cases",
-    responses={200: HTML_TOO, **BAD},
-    openapi_extra={"parameters": FORMAT_PARAMETERS},
+    **PAGE_OR_JSON,
 )
 async def collections(
     request: Request, snap: SnapshotDep, settings: SettingsDep, heavy: HeavyDep
@@ -206,15 +218,14 @@ async def collections(
     "/collections/{collectionId}",
     response_model=OGCCollection,
     summary="One collection: extent, CRSs, links to its items and queryables",
-    responses={200: HTML_TOO, **BAD},
-    openapi_extra={"parameters": FORMAT_PARAMETERS},
+    **PAGE_OR_JSON,
 )
 async def collection(
     request: Request,
     snap: SnapshotDep,
     settings: SettingsDep,
     heavy: HeavyDep,
-    collectionId: Annotated[str, COLLECTION_ID],  # the standard's name
+    collectionId: CollectionId,  # the standard's name
 ) -> Response:
     build = _table(request, snap, collectionId)
     html = _format_only(request, f"collections/{collectionId}")
@@ -232,14 +243,13 @@ async def collection(
     response_model=OGCJsonSchema,
     response_class=SchemaJSONResponse,
     summary="The properties a filter may name (JSON Schema)",
-    responses={200: HTML_TOO, **BAD},
-    openapi_extra={"parameters": FORMAT_PARAMETERS},
+    **PAGE_OR_JSON,
 )
 async def queryables(
     request: Request,
     snap: SnapshotDep,
     settings: SettingsDep,
-    collectionId: Annotated[str, COLLECTION_ID],
+    collectionId: CollectionId,
 ) -> Response:
     spec = spec_of(collectionId)
     html = _format_only(request, f"collections/{collectionId}/queryables")
@@ -280,7 +290,7 @@ async def schema(
     snap: SnapshotDep,
     settings: SettingsDep,
     heavy: HeavyDep,
-    collectionId: Annotated[str, COLLECTION_ID],
+    collectionId: CollectionId,
 ) -> Response:
     build = _table(request, snap, collectionId)
     check_names(_params(request), [], f"collections/{collectionId}/schema")
@@ -291,9 +301,8 @@ async def schema(
 @router.get(
     "/collections/{collectionId}/items",
     response_model=OGCFeatureCollection,
-    response_class=GeoJSONResponse,
     summary="The features of a collection: paged, by bbox, datetime, properties, CQL2, in a CRS",
-    responses={200: {**HTML_TOO, "headers": CONTENT_CRS}, **BAD},
+    **FEATURES_OR_PAGE,
     openapi_extra={"parameters": ITEMS_PARAMETERS},
 )
 async def items(
@@ -301,7 +310,7 @@ async def items(
     snap: SnapshotDep,
     settings: SettingsDep,
     heavy: HeavyDep,
-    collectionId: Annotated[str, COLLECTION_ID],
+    collectionId: CollectionId,
 ) -> Response:
     """GeoJSON features (`numberMatched`, `numberReturned`, `next`/`prev` links typed
     application/geo+json), or a table page with `f=html`. Property filters are the queryables
@@ -325,7 +334,7 @@ async def items(
         return doc, gzip.compress(body, GZIP_LEVEL) if gz and len(body) >= GZIP_MIN else body, q.crs
 
     doc, body, crs = await heavy.run(answer)
-    headers = {"Content-Crs": f"<{crs.uri}>"}
+    headers = _content_crs(crs)
     if body is not None:
         if gz and body[:2] == GZIP_MAGIC:
             headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
@@ -351,9 +360,8 @@ async def items(
 @router.get(
     "/collections/{collectionId}/items/{featureId}",
     response_model=OGCFeature,
-    response_class=GeoJSONResponse,
     summary="One feature, by its code (a case by its number)",
-    responses={200: {**HTML_TOO, "headers": CONTENT_CRS}, **BAD},
+    **FEATURES_OR_PAGE,
     openapi_extra={"parameters": ITEM_PARAMETERS},
 )
 async def item(
@@ -361,7 +369,7 @@ async def item(
     snap: SnapshotDep,
     settings: SettingsDep,
     heavy: HeavyDep,
-    collectionId: Annotated[str, COLLECTION_ID],
+    collectionId: CollectionId,
     featureId: Annotated[str, FEATURE_ID],
 ) -> Response:
     build = _table(request, snap, collectionId)
@@ -373,7 +381,7 @@ async def item(
     if i is None:
         raise NotFoundError(f"no feature {quote(featureId)} in {collectionId}")
     doc = docs.item(_site(settings), table, i, crs, docs.HTML if html else docs.GEOJSON)
-    headers = {"Content-Crs": f"<{crs.uri}>"}
+    headers = _content_crs(crs)
     if not html:
         return Response(dumps(doc), media_type=docs.GEOJSON, headers=headers)
     spec = table.spec
