@@ -24,7 +24,7 @@ from geo_service.runtime import open_case_store
 from geo_service.storage.base import Backend
 from geo_service.storage.cases import CaseQuery
 from geo_service.storage.media import MediaStore
-from tests.services import REPO, _ready, child_env, free_port
+from tests.services import REPO, child_env, free_port, wait_ready
 
 CLIENTS, REPORTS, KILLS = 8, 50, 3
 
@@ -50,7 +50,7 @@ class Service:
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
         )
-        _ready(self.proc, self.log, self.url, 60)
+        wait_ready(self.proc, self.url, 60, self.log)
 
     def kill(self) -> None:
         assert self.proc is not None
