@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from geo_service.web.offload import Busy, HeavyPool
 from geo_service.web.pagecache import PageCache
 from tests import rawdata
 from tests.keys import key_for
-from tests.services import REPO, child_env, free_port, service
+from tests.services import REPO, child_env, free_port, service, stop, wait_ready
 
 KNOWN = ("/api/v1/grids/locate?lon=119.16&lat=36.71", "370705002012002")
 
@@ -234,33 +235,23 @@ def test_cli_read_commands_answer_from_the_configured_backend(
 
 
 @pytest.mark.parametrize("access_log", [False, True])
-def test_serve_as_shipped(access_log: bool, tmp_path: object) -> None:
+def test_serve_as_shipped(access_log: bool, tmp_path: Path) -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "geo_service.cli", "serve", "--port", str(port), "--workers", "1"]
     if access_log:
         cmd.append("--access-log")
     env = child_env({"GEO_SERVICE_DATA_DIR": str(REPO / "data")})
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve never became ready"
-            time.sleep(0.1)
-        for _ in range(3):
-            r = httpx.get(f"{url}{KNOWN[0]}")
-            assert r.json()["grid"]["code"] == KNOWN[1]
-    finally:
-        proc.terminate()
-        output = proc.communicate(timeout=30)[0].decode()
+    log = tmp_path / "serve.log"
+    with log.open("w+b") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = wait_ready(proc, f"http://127.0.0.1:{port}", 60, out)
+            for _ in range(3):
+                r = httpx.get(f"{url}{KNOWN[0]}")
+                assert r.json()["grid"]["code"] == KNOWN[1]
+        finally:
+            stop(proc, 30)
+    output = log.read_text()
     logged = [line for line in output.splitlines() if "GET /api/v1/grids/locate" in line]
     assert len(logged) == (3 if access_log else 0), output[-2000:]
     assert "1 worker" in output

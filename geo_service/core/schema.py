@@ -100,6 +100,15 @@ class Status(StrEnum):
     retired = "retired"
 
 
+# What residents and officers read for each status: phone pages and map popups say the same.
+STATUS_TEXT: dict[str, str] = {
+    Status.active: "正常营业",
+    Status.suspended: "暂停营业",
+    Status.relocated: "已迁址",
+    Status.retired: "已撤销",
+}
+
+
 class ClusterKind(StrEnum):
     morning_market = "早市"
     night_market = "夜市"

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import shapely
 from branca.element import Element
 
-from geo_service.core.schema import Status
+from geo_service.core.schema import STATUS_TEXT, Status
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.render.maps.controls import (
     MARKER_LEGEND,
@@ -40,7 +40,6 @@ from geo_service.render.maps.page import (
 )
 from geo_service.render.maps.points import (
     MOVE_STYLE,
-    STATUS_TEXT,
     TITLES,
     marker_layer,
     relocation_layer,

@@ -19,7 +19,7 @@ from folium.plugins import MarkerCluster
 from geo_service.analysis.facilities import destination
 from geo_service.core import hours
 from geo_service.core.crs import MetricProjection, PointCRS, geodesic_distance_m
-from geo_service.core.schema import LayerName, Status, present
+from geo_service.core.schema import STATUS_TEXT, LayerName, Status, present
 from geo_service.core.snapshot import PointLayer
 from geo_service.render.maps.controls import GeoJsonLayer, PointsLayer
 from geo_service.render.maps.display import discs, display_points, feature_collection
@@ -58,13 +58,6 @@ DISC_STYLE: dict[str, Any] = {
     "fillOpacity": 0.12,
 }
 MOVE_STYLE: dict[str, Any] = {"color": "#616161", "weight": 2, "dashArray": "4 6"}
-# The same words as the phone pages (web/routers/pages.py STATUS_TEXT); relocated says where.
-STATUS_TEXT = {
-    Status.active.value: "正常营业",
-    Status.suspended.value: "暂停营业",
-    Status.relocated.value: "已迁址",
-    Status.retired.value: "已撤销",
-}
 
 
 def _distance_text(metres: float) -> str:

@@ -19,19 +19,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from geo_service.analysis import facilities
 from geo_service.core import hours
 from geo_service.core.crs import PointCRS
-from geo_service.core.schema import SCHEMAS, SERVICES, LayerName
+from geo_service.core.schema import SCHEMAS, SERVICES, STATUS_TEXT, LayerName
 from geo_service.core.settings import Settings
 from geo_service.core.snapshot import PointLayer, Snapshot
 from geo_service.render.navigation import nav_links
 from geo_service.web.deps import HeavyDep, SettingsDep, SnapshotDep
 from geo_service.web.pagekit import AMAP_TILES, TEMPLATES, gcj
 
-STATUS_TEXT = {
-    "active": "正常营业",
-    "suspended": "暂停营业",
-    "relocated": "已迁址",
-    "retired": "已撤销",
-}
 ALTERNATIVES = 3
 NO_STORE = {"Cache-Control": "no-cache"}  # open-now badges change with the clock
 
